@@ -1,0 +1,74 @@
+//! The dialogue ledger server: the gRPC services over an event store, and how the binary runs them.
+//! `main.rs` only parses the command line; everything it runs lives here so tests can run it too.
+
+use std::future::Future;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use ledger_store_embedded::EmbeddedStore;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+use tonic_health::ServingStatus;
+
+/// The address `serve` listens on unless configured.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
+/// The data directory `serve` uses unless configured.
+pub const DEFAULT_DATA_DIR: &str = "./data";
+
+/// What `serve` needs.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Where the embedded store (and later keys) live.
+    pub data_dir: PathBuf,
+}
+
+/// Serves on `listener` until `shutdown` completes, then stops taking requests, lets in-flight
+/// requests finish, and closes the store after its last append is durable.
+pub async fn serve(
+    listener: TcpListener,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let store = EmbeddedStore::open(&options.data_dir).with_context(|| {
+        format!(
+            "cannot open the event store in {}",
+            options.data_dir.display()
+        )
+    })?;
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_service_status("", ServingStatus::Serving).await;
+    // Both reflection versions: grpcurl and older tools still ask v1alpha.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(ledger_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
+
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, data_dir = %options.data_dir.display(), "dialogue ledger listening");
+    let draining = async move {
+        shutdown.await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+    };
+    Server::builder()
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), draining)
+        .await
+        .context("the gRPC server failed")?;
+
+    store
+        .close()
+        .await
+        .context("cannot close the event store")?;
+    tracing::info!("dialogue ledger stopped");
+    Ok(())
+}

@@ -1,0 +1,81 @@
+//! The database file: connection settings and the versioned schema.
+
+use std::path::Path;
+use std::time::Duration;
+
+use ledger_store::BoxError;
+use rusqlite::{Connection, OpenFlags};
+
+/// Schema migrations, applied in order; `PRAGMA user_version` records how many have run.
+/// Append new ones; never edit a released one.
+const MIGRATIONS: &[&str] = &["
+    CREATE TABLE streams (
+        id            INTEGER PRIMARY KEY,
+        name          TEXT    NOT NULL UNIQUE,
+        last_revision INTEGER NOT NULL
+    ) STRICT;
+    -- position is the global sequence: 1, 2, 3, ... assigned by the single writer, without gaps.
+    CREATE TABLE events (
+        position    INTEGER PRIMARY KEY,
+        stream_id   INTEGER NOT NULL REFERENCES streams (id),
+        revision    INTEGER NOT NULL,
+        event_id    BLOB    NOT NULL UNIQUE,
+        event_type  TEXT    NOT NULL,
+        payload     BLOB    NOT NULL,
+        metadata    BLOB    NOT NULL,
+        recorded_at INTEGER NOT NULL,
+        UNIQUE (stream_id, revision)
+    ) STRICT;
+"];
+
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Opens the one write connection, creating and migrating the database as needed.
+pub(crate) fn open_writer(path: &Path) -> Result<Connection, BoxError> {
+    let mut connection = Connection::open(path)?;
+    connection.busy_timeout(BUSY_TIMEOUT)?;
+    // WAL lets readers run beside the writer; synchronous=FULL fsyncs the WAL at every commit,
+    // which is what makes an acknowledged append durable.
+    connection.pragma_update(None, "journal_mode", "WAL")?;
+    connection.pragma_update(None, "synchronous", "FULL")?;
+    connection.pragma_update(None, "cache_size", -64_000)?;
+    migrate(&mut connection)?;
+    Ok(connection)
+}
+
+/// Opens a connection that can only read.
+pub(crate) fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let connection = Connection::open_with_flags(path, flags)?;
+    connection.busy_timeout(BUSY_TIMEOUT)?;
+    connection.pragma_update(None, "cache_size", -16_000)?;
+    Ok(connection)
+}
+
+fn migrate(connection: &mut Connection) -> Result<(), BoxError> {
+    let applied: usize = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    if applied > MIGRATIONS.len() {
+        return Err(format!(
+            "the event store has schema version {applied}, newer than this build knows ({})",
+            MIGRATIONS.len()
+        )
+        .into());
+    }
+    for (version, migration) in MIGRATIONS.iter().enumerate().skip(applied) {
+        let transaction = connection.transaction()?;
+        transaction.execute_batch(migration)?;
+        transaction.pragma_update(None, "user_version", version + 1)?;
+        transaction.commit()?;
+        tracing::info!(version = version + 1, "event store schema migrated");
+    }
+    Ok(())
+}
+
+/// The global sequence of the last stored event, 0 for an empty log.
+pub(crate) fn last_sequence(connection: &Connection) -> rusqlite::Result<u64> {
+    let last: i64 =
+        connection.query_row("SELECT coalesce(max(position), 0) FROM events", [], |row| {
+            row.get(0)
+        })?;
+    Ok(last as u64)
+}

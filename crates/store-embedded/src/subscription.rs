@@ -1,0 +1,103 @@
+//! Subscriptions: catch-up from storage in pages, then live, woken by the writer's head updates.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use ledger_store::{Error, EventSubscription, RecordedEvent, StreamName};
+use tokio::sync::watch;
+
+use crate::{Head, Shared};
+
+/// Events read from storage at a time: a subscriber holds at most one page in memory, however
+/// far behind it is.
+const PAGE: usize = 256;
+
+#[derive(Debug, Clone)]
+pub(crate) enum Filter {
+    /// Every event after this global sequence.
+    All { after: u64 },
+    /// The stream's events after this revision (all when `None`).
+    Stream {
+        stream: StreamName,
+        after: Option<u64>,
+    },
+}
+
+pub(crate) fn subscribe(shared: Arc<Shared>, filter: Filter) -> EventSubscription {
+    let scanned = match filter {
+        Filter::All { after } => after,
+        Filter::Stream { .. } => 0,
+    };
+    let head = shared.head.subscribe();
+    let state = Subscription {
+        shared,
+        filter,
+        head,
+        scanned,
+        buffer: VecDeque::new(),
+        ended: false,
+    };
+    futures::stream::unfold(state, Subscription::next).boxed()
+}
+
+struct Subscription {
+    shared: Arc<Shared>,
+    filter: Filter,
+    head: watch::Receiver<Head>,
+    /// Every event up to this global sequence has been read into the buffer (or skipped as not
+    /// matching the filter).
+    scanned: u64,
+    buffer: VecDeque<RecordedEvent>,
+    ended: bool,
+}
+
+impl Subscription {
+    async fn next(mut self) -> Option<(Result<RecordedEvent, Error>, Self)> {
+        loop {
+            if let Some(event) = self.buffer.pop_front() {
+                return Some((Ok(event), self));
+            }
+            if self.ended {
+                return None;
+            }
+            let head = *self.head.borrow_and_update();
+            if self.scanned < head.sequence {
+                if let Err(error) = self.fetch(head.sequence).await {
+                    self.ended = true;
+                    return Some((Err(error), self));
+                }
+            } else if !head.open {
+                self.ended = true;
+                return Some((Err(Error::Closed), self));
+            } else if self.head.changed().await.is_err() {
+                self.ended = true;
+            }
+        }
+    }
+
+    /// Reads the next page of matching events up to `upto`.
+    async fn fetch(&mut self, upto: u64) -> Result<(), Error> {
+        let filter = self.filter.clone();
+        let scanned = self.scanned;
+        let page = self
+            .shared
+            .readers
+            .run(move |reader| match &filter {
+                Filter::All { .. } => reader.read_all(scanned, true, upto, PAGE),
+                Filter::Stream { stream, after } => {
+                    reader.read_stream_after(stream, *after, upto, PAGE)
+                }
+            })
+            .await?;
+        self.scanned = match page.last() {
+            Some(last) if page.len() == PAGE => last.position.commit(),
+            _ => upto,
+        };
+        if let (Filter::Stream { after, .. }, Some(last)) = (&mut self.filter, page.last()) {
+            *after = Some(last.revision);
+        }
+        self.buffer.extend(page);
+        Ok(())
+    }
+}

@@ -1,0 +1,233 @@
+//! The single writer: group commit of concurrent appends.
+
+use std::fs::File;
+use std::sync::atomic::Ordering;
+
+use ledger_store::{
+    AppendResult, Error, ExpectedVersion, NewEvent, Position, StreamName, Timestamp,
+};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use crate::{Shared, schema};
+
+/// At most this many appends share one commit, so one commit's latency stays bounded.
+const MAX_GROUP: usize = 1024;
+/// At most about this many payload bytes share one commit.
+const MAX_GROUP_BYTES: usize = 16 * 1024 * 1024;
+
+/// One append waiting for the writer.
+#[derive(Debug)]
+pub(crate) struct AppendRequest {
+    pub(crate) stream: StreamName,
+    pub(crate) expected: ExpectedVersion,
+    pub(crate) events: Vec<NewEvent>,
+    pub(crate) reply: oneshot::Sender<Result<AppendResult, Error>>,
+}
+
+impl AppendRequest {
+    fn bytes(&self) -> usize {
+        self.events.iter().map(|e| e.payload.len()).sum()
+    }
+}
+
+/// Runs until every sender of `requests` is gone and the queue is empty, then marks the store
+/// closed and releases the directory lock.
+pub(crate) fn run(
+    mut connection: Connection,
+    mut requests: mpsc::Receiver<AppendRequest>,
+    shared: &Shared,
+    _lock: File,
+) {
+    let mut next = shared.head.borrow().sequence + 1;
+    while let Some(first) = requests.blocking_recv() {
+        let mut bytes = first.bytes();
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP && bytes < MAX_GROUP_BYTES {
+            let Ok(request) = requests.try_recv() else {
+                break;
+            };
+            bytes += request.bytes();
+            group.push(request);
+        }
+        match commit_group(&mut connection, &group, next) {
+            Ok((outcomes, after)) => {
+                let stats = &shared.stats;
+                stats.commits.fetch_add(1, Ordering::Relaxed);
+                stats.events.fetch_add(after - next, Ordering::Relaxed);
+                let succeeded = outcomes.iter().filter(|outcome| outcome.is_ok()).count();
+                stats.appends.fetch_add(succeeded as u64, Ordering::Relaxed);
+                next = after;
+                // Publish before answering: a caller that reads after its append sees it.
+                shared.head.send_modify(|head| head.sequence = next - 1);
+                for (request, outcome) in group.into_iter().zip(outcomes) {
+                    let _ = request.reply.send(outcome);
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, appends = group.len(), "group commit failed; nothing written");
+                // The transaction rolled back; the sequence continues from what is stored.
+                next = schema::last_sequence(&connection).map_or(next, |last| last + 1);
+                for request in group {
+                    let failure = Error::Backend(format!("commit failed: {error}").into());
+                    let _ = request.reply.send(Err(failure));
+                }
+            }
+        }
+    }
+    shared.head.send_modify(|head| head.open = false);
+    tracing::info!("event store writer stopped");
+}
+
+/// Checks and writes every append of the group in one transaction. Returns each append's outcome
+/// and the next free sequence number; an `Err` means the whole transaction was rolled back.
+fn commit_group(
+    connection: &mut Connection,
+    group: &[AppendRequest],
+    mut next: u64,
+) -> rusqlite::Result<(Vec<Result<AppendResult, Error>>, u64)> {
+    let recorded_at = Timestamp::now().as_micros();
+    let transaction = connection.transaction()?;
+    let mut outcomes = Vec::with_capacity(group.len());
+    for request in group {
+        outcomes.push(append_one(&transaction, request, &mut next, recorded_at)?);
+    }
+    transaction.commit()?;
+    Ok((outcomes, next))
+}
+
+struct StoredStream {
+    id: i64,
+    last_revision: u64,
+}
+
+struct StoredEvent {
+    stream_id: i64,
+    revision: u64,
+    position: u64,
+}
+
+/// Checks one append against the state inside the transaction (which includes the appends
+/// before it in the same group) and writes it if the checks pass. Checks read only, so a
+/// rejected append leaves nothing behind.
+fn append_one(
+    transaction: &Transaction<'_>,
+    request: &AppendRequest,
+    next: &mut u64,
+    recorded_at: i64,
+) -> rusqlite::Result<Result<AppendResult, Error>> {
+    let stream = find_stream(transaction, &request.stream)?;
+    if let Some(first) = find_event(transaction, request.events[0].id)? {
+        return match_retry(transaction, request, stream.as_ref(), first);
+    }
+    for event in &request.events[1..] {
+        if find_event(transaction, event.id)?.is_some() {
+            return Ok(Err(Error::DuplicateEventId { id: event.id }));
+        }
+    }
+    let actual = stream.as_ref().map(|s| s.last_revision);
+    if !request.expected.is_satisfied_by(actual) {
+        return Ok(Err(Error::WrongExpectedVersion {
+            stream: request.stream.clone(),
+            expected: request.expected,
+            actual,
+        }));
+    }
+
+    let first_revision = actual.map_or(0, |last| last + 1);
+    let last_revision = first_revision + request.events.len() as u64 - 1;
+    let stream_id = match stream {
+        Some(stream) => {
+            transaction
+                .prepare_cached("UPDATE streams SET last_revision = ?2 WHERE id = ?1")?
+                .execute(params![stream.id, last_revision as i64])?;
+            stream.id
+        }
+        None => {
+            transaction
+                .prepare_cached("INSERT INTO streams (name, last_revision) VALUES (?1, ?2)")?
+                .execute(params![request.stream.as_str(), last_revision as i64])?;
+            transaction.last_insert_rowid()
+        }
+    };
+    let mut insert = transaction.prepare_cached(
+        "INSERT INTO events
+            (position, stream_id, revision, event_id, event_type, payload, metadata, recorded_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?;
+    for (revision, event) in (first_revision..).zip(&request.events) {
+        insert.execute(params![
+            *next as i64,
+            stream_id,
+            revision as i64,
+            event.id.as_bytes(),
+            event.event_type,
+            &event.payload[..],
+            event.metadata.encode(),
+            recorded_at,
+        ])?;
+        *next += 1;
+    }
+    Ok(Ok(AppendResult {
+        revision: last_revision,
+        position: Position::from_sequence(*next - 1),
+    }))
+}
+
+/// The batch's first id is stored: it is a retry if every id of the batch is stored in this
+/// stream at consecutive revisions, and then the answer is what the original append returned.
+fn match_retry(
+    transaction: &Transaction<'_>,
+    request: &AppendRequest,
+    stream: Option<&StoredStream>,
+    first: StoredEvent,
+) -> rusqlite::Result<Result<AppendResult, Error>> {
+    let in_this_stream = |found: &StoredEvent| stream.is_some_and(|s| s.id == found.stream_id);
+    if !in_this_stream(&first) {
+        return Ok(Err(Error::DuplicateEventId {
+            id: request.events[0].id,
+        }));
+    }
+    let mut last = first;
+    for event in &request.events[1..] {
+        match find_event(transaction, event.id)? {
+            Some(found) if in_this_stream(&found) && found.revision == last.revision + 1 => {
+                last = found;
+            }
+            _ => return Ok(Err(Error::DuplicateEventId { id: event.id })),
+        }
+    }
+    Ok(Ok(AppendResult {
+        revision: last.revision,
+        position: Position::from_sequence(last.position),
+    }))
+}
+
+fn find_stream(
+    transaction: &Transaction<'_>,
+    name: &StreamName,
+) -> rusqlite::Result<Option<StoredStream>> {
+    transaction
+        .prepare_cached("SELECT id, last_revision FROM streams WHERE name = ?1")?
+        .query_row([name.as_str()], |row| {
+            Ok(StoredStream {
+                id: row.get(0)?,
+                last_revision: row.get::<_, i64>(1)? as u64,
+            })
+        })
+        .optional()
+}
+
+fn find_event(transaction: &Transaction<'_>, id: Uuid) -> rusqlite::Result<Option<StoredEvent>> {
+    transaction
+        .prepare_cached("SELECT stream_id, revision, position FROM events WHERE event_id = ?1")?
+        .query_row([id.as_bytes()], |row| {
+            Ok(StoredEvent {
+                stream_id: row.get(0)?,
+                revision: row.get::<_, i64>(1)? as u64,
+                position: row.get::<_, i64>(2)? as u64,
+            })
+        })
+        .optional()
+}
