@@ -2,9 +2,10 @@
 //!
 //! SQLite (bundled) in WAL mode holds the log in `events.db`. One writer thread owns the only
 //! write connection and assigns the global sequence inside each transaction, so the log has no
-//! gaps. Concurrent appends are committed together (group commit): one transaction and one fsync
-//! for everything that queued while the previous commit ran, while each append's checks pass or
-//! fail on their own. Readers use their own connections and never block the writer. An exclusive
+//! gaps. Concurrent appends are committed together (group commit): one transaction for everything
+//! that queued while the previous commit ran, while each append's checks pass or fail on their
+//! own; a second thread fsyncs the log once for every commit since its last fsync and only then
+//! acknowledges (see `writer`). Readers use their own connections and never block the writer. An exclusive
 //! lock on `LOCK` keeps a second process out of the directory.
 
 mod reader;
@@ -14,7 +15,7 @@ mod writer;
 
 use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -44,6 +45,8 @@ pub struct EmbeddedStore {
 struct Shared {
     readers: Arc<ReaderPool>,
     stats: Counters,
+    /// Set when an fsync failed: from then on no append is acknowledged.
+    failed: AtomicBool,
     /// The last acknowledged sequence number; readers never look past it.
     head: watch::Sender<Head>,
 }
@@ -56,12 +59,14 @@ struct Head {
     open: bool,
 }
 
-/// Counts of the writer's work: with many concurrent writers, `commits` (one fsync each) grows
-/// much slower than `appends`.
+/// Counts of the writer's work: with many concurrent writers, `syncs` grows much slower than
+/// `appends`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WriterStats {
-    /// Transactions committed, each with one fsync.
+    /// Transactions committed, each holding every append that queued while the last one ran.
     pub commits: u64,
+    /// fsyncs of the log, each making every commit since the last one durable.
+    pub syncs: u64,
     /// Appends answered with success, retries included.
     pub appends: u64,
     /// Events written.
@@ -71,6 +76,7 @@ pub struct WriterStats {
 #[derive(Debug, Default)]
 struct Counters {
     commits: AtomicU64,
+    syncs: AtomicU64,
     appends: AtomicU64,
     events: AtomicU64,
 }
@@ -93,6 +99,7 @@ impl EmbeddedStore {
         let path = dir.join(Self::FILE_NAME);
         let connection = schema::open_writer(&path).map_err(backend)?;
         let sequence = schema::last_sequence(&connection).map_err(backend)?;
+        let wal = schema::open_wal(&path).map_err(backend)?;
         let (head, _) = watch::channel(Head {
             sequence,
             open: true,
@@ -100,13 +107,14 @@ impl EmbeddedStore {
         let shared = Arc::new(Shared {
             readers: Arc::new(ReaderPool::new(path)),
             stats: Counters::default(),
+            failed: AtomicBool::new(false),
             head,
         });
         let (queue, requests) = mpsc::channel(QUEUE_DEPTH);
         let writer_shared = shared.clone();
         let thread = std::thread::Builder::new()
             .name("ledger-writer".into())
-            .spawn(move || writer::run(connection, requests, &writer_shared, lock))
+            .spawn(move || writer::run(connection, requests, writer_shared, wal, lock))
             .map_err(backend)?;
         tracing::info!(dir = %dir.display(), events = sequence, "embedded event store opened");
         Ok(Self {
@@ -139,6 +147,7 @@ impl EmbeddedStore {
         let stats = &self.shared.stats;
         WriterStats {
             commits: load(&stats.commits),
+            syncs: load(&stats.syncs),
             appends: load(&stats.appends),
             events: load(&stats.events),
         }

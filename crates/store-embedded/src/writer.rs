@@ -1,6 +1,7 @@
 //! The single writer: group commit of concurrent appends.
 
 use std::fs::File;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use ledger_store::{
@@ -34,12 +35,26 @@ impl AppendRequest {
 
 /// Runs until every sender of `requests` is gone and the queue is empty, then marks the store
 /// closed and releases the directory lock.
+///
+/// Two threads form a pipeline. This one checks and commits groups to SQLite with
+/// `synchronous=NORMAL` (the commit is in the WAL file but not yet on disk); the syncer fsyncs
+/// the WAL once for every commit that arrived since its last fsync, then publishes the new head
+/// and answers the appends. So the writer's CPU work never waits for the disk, and one fsync
+/// covers several commits. Readers never look past the published head, so nobody sees an event
+/// before it is durable.
 pub(crate) fn run(
     mut connection: Connection,
     mut requests: mpsc::Receiver<AppendRequest>,
-    shared: &Shared,
-    _lock: File,
+    shared: Arc<Shared>,
+    wal: File,
+    lock: File,
 ) {
+    let (committed, to_sync) = std::sync::mpsc::channel();
+    let syncer_shared = shared.clone();
+    let syncer = std::thread::Builder::new()
+        .name("ledger-fsync".into())
+        .spawn(move || sync(&wal, &to_sync, &syncer_shared))
+        .expect("cannot start the fsync thread");
     let mut next = shared.head.borrow().sequence + 1;
     while let Some(first) = requests.blocking_recv() {
         let mut bytes = first.bytes();
@@ -51,18 +66,23 @@ pub(crate) fn run(
             bytes += request.bytes();
             group.push(request);
         }
+        if shared.failed.load(Ordering::Acquire) {
+            for request in group {
+                let _ = request.reply.send(Err(Error::Backend(FAILED_FSYNC.into())));
+            }
+            continue;
+        }
         match commit_group(&mut connection, &group, next) {
             Ok((outcomes, after)) => {
-                let stats = &shared.stats;
-                stats.commits.fetch_add(1, Ordering::Relaxed);
-                stats.events.fetch_add(after - next, Ordering::Relaxed);
-                let succeeded = outcomes.iter().filter(|outcome| outcome.is_ok()).count();
-                stats.appends.fetch_add(succeeded as u64, Ordering::Relaxed);
+                shared.stats.commits.fetch_add(1, Ordering::Relaxed);
                 next = after;
-                // Publish before answering: a caller that reads after its append sees it.
-                shared.head.send_modify(|head| head.sequence = next - 1);
-                for (request, outcome) in group.into_iter().zip(outcomes) {
-                    let _ = request.reply.send(outcome);
+                let replies = group.into_iter().map(|request| request.reply).zip(outcomes);
+                let batch = Committed {
+                    last_sequence: next - 1,
+                    replies: replies.collect(),
+                };
+                if committed.send(batch).is_err() {
+                    break;
                 }
             }
             Err(error) => {
@@ -76,8 +96,62 @@ pub(crate) fn run(
             }
         }
     }
+    drop(committed);
+    if syncer.join().is_err() {
+        tracing::error!("the fsync thread panicked");
+    }
+    // Closing the connection checkpoints the WAL into the database before the lock is released.
+    drop(connection);
+    drop(lock);
     shared.head.send_modify(|head| head.open = false);
     tracing::info!("event store writer stopped");
+}
+
+const FAILED_FSYNC: &str = "the event store stopped accepting appends after a failed fsync";
+
+/// Appends committed to SQLite, waiting for the fsync that makes them durable.
+struct Committed {
+    last_sequence: u64,
+    replies: Vec<(Reply, Result<AppendResult, Error>)>,
+}
+
+type Reply = oneshot::Sender<Result<AppendResult, Error>>;
+
+/// The syncer: one fsync of the WAL for everything committed since the last one, then the
+/// answers, in commit order.
+fn sync(wal: &File, committed: &std::sync::mpsc::Receiver<Committed>, shared: &Shared) {
+    while let Ok(first) = committed.recv() {
+        let mut batches = vec![first];
+        batches.extend(committed.try_iter());
+        let last_sequence = batches.last().map_or(0, |batch| batch.last_sequence);
+        let synced = wal.sync_data();
+        if let Err(error) = &synced {
+            // After a failed fsync the kernel may have dropped the dirty pages: what is on disk
+            // is unknown, so no append may be acknowledged from here on.
+            tracing::error!(%error, "fsync of the event log failed; refusing further appends");
+            shared.failed.store(true, Ordering::Release);
+        } else {
+            shared.stats.syncs.fetch_add(1, Ordering::Relaxed);
+            // Publish before answering: a caller that reads after its append sees it.
+            shared.head.send_modify(|head| {
+                shared
+                    .stats
+                    .events
+                    .fetch_add(last_sequence - head.sequence, Ordering::Relaxed);
+                head.sequence = last_sequence;
+            });
+        }
+        for (reply, outcome) in batches.into_iter().flat_map(|batch| batch.replies) {
+            let outcome = match (&synced, outcome) {
+                (Ok(()), outcome) => outcome,
+                (Err(_), _) => Err(Error::Backend(FAILED_FSYNC.into())),
+            };
+            if outcome.is_ok() {
+                shared.stats.appends.fetch_add(1, Ordering::Relaxed);
+            }
+            let _ = reply.send(outcome);
+        }
+    }
 }
 
 /// Checks and writes every append of the group in one transaction. Returns each append's outcome

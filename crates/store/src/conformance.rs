@@ -768,9 +768,14 @@ pub async fn large_payloads_near_the_limit<S: EventStore>(store: Arc<S>) {
             ..event("large")
         })
         .collect();
-    append(&*store, &s, ExpectedVersion::NoStream, std::slice::from_ref(&largest))
-        .await
-        .unwrap();
+    append(
+        &*store,
+        &s,
+        ExpectedVersion::NoStream,
+        std::slice::from_ref(&largest),
+    )
+    .await
+    .unwrap();
     append(&*store, &s, ExpectedVersion::Exact(0), &three)
         .await
         .unwrap();

@@ -1,0 +1,212 @@
+//! What the embedded backend promises beyond the shared contract: the directory survives
+//! restarts, belongs to one process, closes without losing accepted appends, and commits
+//! concurrent appends together.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use ledger_store::{
+    AllRead, Error, EventStore, ExpectedVersion, Metadata, NewEvent, Position, StreamName,
+};
+use ledger_store_embedded::{EmbeddedStore, database_path};
+use uuid::Uuid;
+
+fn event(payload: &str) -> NewEvent {
+    NewEvent {
+        id: Uuid::new_v4(),
+        event_type: "test.Event".into(),
+        payload: Bytes::from(payload.to_owned()),
+        metadata: Metadata::default(),
+    }
+}
+
+fn stream(name: &str) -> StreamName {
+    StreamName::new(name).unwrap()
+}
+
+async fn everything(store: &EmbeddedStore) -> Vec<ledger_store::RecordedEvent> {
+    store
+        .read_all(AllRead::Forward { after: None }, usize::MAX)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn reopening_keeps_the_log_and_continues_its_sequence() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let first = vec![event("one"), event("two")];
+    store
+        .append(&stream("s"), ExpectedVersion::NoStream, first.clone())
+        .await
+        .unwrap();
+    let before = everything(&store).await;
+    store.close().await.unwrap();
+
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    assert_eq!(everything(&store).await, before);
+    assert_eq!(
+        store.head().await.unwrap(),
+        Some(Position::from_sequence(2))
+    );
+    let r = store
+        .append(
+            &stream("s"),
+            ExpectedVersion::Exact(1),
+            vec![event("three")],
+        )
+        .await;
+    assert_eq!(r.unwrap().position, Position::from_sequence(3));
+    // Idempotency survives the restart too.
+    let retried = store
+        .append(&stream("s"), ExpectedVersion::Any, first)
+        .await
+        .unwrap();
+    assert_eq!(
+        (retried.revision, retried.position),
+        (1, Position::from_sequence(2))
+    );
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_directory_belongs_to_one_store_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let second = EmbeddedStore::open(dir.path());
+    assert!(
+        matches!(&second, Err(Error::Backend(e)) if e.to_string().contains("in use")),
+        "a second store opened the same directory: {second:?}"
+    );
+    store.close().await.unwrap();
+    EmbeddedStore::open(dir.path())
+        .unwrap()
+        .close()
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_finishes_accepted_appends_and_refuses_new_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let mut subscription = store.subscribe_all(None);
+    let appends: Vec<_> = (0..64)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let batch = vec![event(&format!("e{i}"))];
+                let id = batch[0].id;
+                (
+                    id,
+                    store
+                        .append(&stream(&format!("s{i}")), ExpectedVersion::Any, batch)
+                        .await,
+                )
+            })
+        })
+        .collect();
+    store.close().await.unwrap();
+    let mut acknowledged = Vec::new();
+    for append in appends {
+        match append.await.unwrap() {
+            (id, Ok(_)) => acknowledged.push(id),
+            (_, Err(Error::Closed)) => {}
+            (_, Err(e)) => panic!("append failed with {e}"),
+        }
+    }
+    let late = store
+        .append(&stream("late"), ExpectedVersion::Any, vec![event("late")])
+        .await;
+    assert!(
+        matches!(late, Err(Error::Closed)),
+        "an append after close answered {late:?}"
+    );
+
+    // The subscription delivers every acknowledged event, then ends with Closed.
+    let mut delivered = Vec::new();
+    loop {
+        match subscription.next().await {
+            Some(Ok(event)) => delivered.push(event.id),
+            Some(Err(Error::Closed)) => break,
+            other => panic!("the subscription ended with {other:?}"),
+        }
+    }
+    assert!(subscription.next().await.is_none());
+    acknowledged.sort();
+    delivered.sort();
+    assert_eq!(delivered, acknowledged);
+
+    let reopened = EmbeddedStore::open(dir.path()).unwrap();
+    let mut stored: Vec<_> = everything(&reopened).await.iter().map(|e| e.id).collect();
+    stored.sort();
+    assert_eq!(
+        stored, acknowledged,
+        "the store holds other events than were acknowledged"
+    );
+    reopened.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_share_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+    let writers: Vec<_> = (0..64)
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for i in 0..20 {
+                    let s = stream(&format!("w{w}"));
+                    store
+                        .append(&s, ExpectedVersion::Any, vec![event(&format!("{i}"))])
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let stats = store.stats();
+    assert_eq!((stats.appends, stats.events), (64 * 20, 64 * 20));
+    assert!(
+        stats.syncs * 4 <= stats.appends && stats.syncs <= stats.commits,
+        "{} fsyncs, {} commits for {} appends: concurrent appends were not grouped",
+        stats.syncs,
+        stats.commits,
+        stats.appends
+    );
+}
+
+#[tokio::test]
+async fn a_damaged_event_is_reported_not_returned() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    store
+        .append(
+            &stream("s"),
+            ExpectedVersion::Any,
+            vec![event("fine"), event("hit")],
+        )
+        .await
+        .unwrap();
+    store.close().await.unwrap();
+
+    let db = rusqlite::Connection::open(database_path(dir.path())).unwrap();
+    db.execute(
+        "UPDATE events SET metadata = x'0a03010203' WHERE position = 2",
+        [],
+    )
+    .unwrap();
+    drop(db);
+
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let read = store.read_all(AllRead::Forward { after: None }, 10).await;
+    assert!(
+        matches!(read, Err(Error::Corrupt { ref position, .. }) if position == "2"),
+        "{read:?}"
+    );
+    store.close().await.unwrap();
+}
