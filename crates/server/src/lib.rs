@@ -4,9 +4,12 @@
 use std::future::Future;
 use std::path::PathBuf;
 
+use std::time::Duration;
+
 use anyhow::Context;
 use ledger_store_embedded::EmbeddedStore;
 use tokio::net::TcpListener;
+use tokio::sync::oneshot;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
@@ -16,11 +19,17 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
 /// The data directory `serve` uses unless configured.
 pub const DEFAULT_DATA_DIR: &str = "./data";
 
+/// How long shutdown waits for open requests unless configured, in seconds.
+pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 30;
+
 /// What `serve` needs.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
     /// Where the embedded store (and later keys) live.
     pub data_dir: PathBuf,
+    /// How long shutdown waits for open requests and connections before it closes the store
+    /// anyway.
+    pub shutdown_grace: Duration,
 }
 
 /// Serves on `listener` until `shutdown` completes, then stops taking requests, lets in-flight
@@ -50,20 +59,34 @@ pub async fn serve(
 
     let addr = listener.local_addr()?;
     tracing::info!(%addr, data_dir = %options.data_dir.display(), "dialogue ledger listening");
-    let draining = async move {
+    let (draining_started, draining) = oneshot::channel();
+    let drain = async move {
         shutdown.await;
         tracing::info!("shutting down: finishing in-flight requests");
         health
             .set_service_status("", ServingStatus::NotServing)
             .await;
+        let _ = draining_started.send(());
     };
-    Server::builder()
+    let server = Server::builder()
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), draining)
-        .await
-        .context("the gRPC server failed")?;
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), drain);
+    // A client that never finishes its stream must not keep the process alive forever.
+    let grace_over = async move {
+        match draining.await {
+            Ok(()) => tokio::time::sleep(options.shutdown_grace).await,
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        served = server => served.context("the gRPC server failed")?,
+        () = grace_over => tracing::warn!(
+            grace = ?options.shutdown_grace,
+            "requests still open after the shutdown grace period; stopping anyway"
+        ),
+    }
 
     store
         .close()

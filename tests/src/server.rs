@@ -1,0 +1,153 @@
+//! Starting the real `dialogue-ledger` binary on a free port, and stopping it.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tonic::transport::{Channel, Endpoint};
+
+/// How long the server may take to start or to stop.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// The server binary of this build profile, built first so a test never runs a stale one
+/// (a no-op when `cargo test --workspace` has just built it).
+pub fn server_binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        // Test executables live in target/<profile>/deps.
+        let exe = std::env::current_exe().unwrap();
+        let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_owned();
+        let mut build = Command::new(env!("CARGO"));
+        build.args([
+            "build",
+            "--quiet",
+            "-p",
+            "dialogue-ledger",
+            "--bin",
+            "dialogue-ledger",
+        ]);
+        match profile_dir.file_name().and_then(|name| name.to_str()) {
+            Some("debug") => {}
+            Some("release") => {
+                build.arg("--release");
+            }
+            Some(profile) => {
+                build.args(["--profile", profile]);
+            }
+            None => panic!("cannot tell the build profile from {}", exe.display()),
+        }
+        let status = build
+            .status()
+            .expect("cannot run cargo to build the server");
+        assert!(status.success(), "building the server failed");
+        profile_dir.join("dialogue-ledger")
+    })
+}
+
+/// A running server process. Killed when dropped, unless stopped before.
+#[derive(Debug)]
+pub struct ServerProcess {
+    child: Child,
+    addr: SocketAddr,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl ServerProcess {
+    /// Starts `dialogue-ledger serve` on a free loopback port with `data_dir`, and waits until it
+    /// listens.
+    pub fn start(data_dir: &Path) -> Self {
+        Self::start_with(data_dir, &[])
+    }
+
+    /// Like [`ServerProcess::start`], with more arguments to `serve`.
+    pub fn start_with(data_dir: &Path, args: &[&str]) -> Self {
+        let mut child = Command::new(server_binary())
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot start the server");
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (listening, addr) = mpsc::channel();
+        let lines = log.clone();
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                if line.contains("dialogue ledger listening") {
+                    let addr = line
+                        .split("addr=")
+                        .nth(1)
+                        .and_then(|rest| rest.split(' ').next());
+                    let _ = listening.send(addr.and_then(|addr| addr.parse().ok()));
+                }
+                lines.lock().unwrap().push(line);
+            }
+        });
+        match addr.recv_timeout(PATIENCE) {
+            Ok(Some(addr)) => Self { child, addr, log },
+            _ => {
+                let _ = child.kill();
+                panic!(
+                    "the server did not start; its log:\n{}",
+                    log.lock().unwrap().join("\n")
+                );
+            }
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The URL a gRPC client connects to.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A gRPC channel to the server.
+    pub async fn channel(&self) -> Channel {
+        Endpoint::from_shared(self.endpoint())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    /// What the server has logged so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Sends SIGTERM and waits for the process to exit, without blocking the runtime (whose
+    /// client connections the server waits for while it drains).
+    pub async fn terminate(mut self) -> ExitStatus {
+        let pid = Pid::from_raw(i32::try_from(self.child.id()).unwrap());
+        kill(pid, Signal::SIGTERM).unwrap();
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server did not stop after SIGTERM"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,138 @@
+//! The real binary: starts on a free port, answers the gRPC health check, lists its services by
+//! reflection, and stops cleanly on SIGTERM.
+
+use futures::StreamExt;
+use ledger_e2e::server::ServerProcess;
+use ledger_store_embedded::EmbeddedStore;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_reflection::pb::v1::ServerReflectionRequest;
+use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+async fn reflect(server: &ServerProcess, request: MessageRequest) -> MessageResponse {
+    let mut client = ServerReflectionClient::new(server.channel().await);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(request),
+    };
+    let mut responses = client
+        .server_reflection_info(futures::stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    responses
+        .next()
+        .await
+        .unwrap()
+        .unwrap()
+        .message_response
+        .unwrap()
+}
+
+#[tokio::test]
+async fn serves_health_and_reflection_and_stops_on_sigterm() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(data_dir.path());
+
+    let mut health = HealthClient::new(server.channel().await);
+    let status = health
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(status.into_inner().status(), ServingStatus::Serving);
+
+    let listed = reflect(&server, MessageRequest::ListServices(String::new())).await;
+    let MessageResponse::ListServicesResponse(listed) = listed else {
+        panic!("unexpected reflection answer {listed:?}");
+    };
+    let names: Vec<_> = listed
+        .service
+        .into_iter()
+        .map(|service| service.name)
+        .collect();
+    for expected in [
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+    ] {
+        assert!(
+            names.iter().any(|name| name == expected),
+            "{expected} is not listed: {names:?}"
+        );
+    }
+    let symbol = MessageRequest::FileContainingSymbol("dialogue.ledger.v1.EventMetadata".into());
+    let file = reflect(&server, symbol).await;
+    assert!(
+        matches!(file, MessageResponse::FileDescriptorResponse(ref files) if !files.file_descriptor_proto.is_empty()),
+        "the ledger's own protos are not reflected: {file:?}"
+    );
+
+    assert!(
+        data_dir.path().join(EmbeddedStore::FILE_NAME).exists(),
+        "no store in the data directory"
+    );
+    let log = server.log();
+    let status = server.terminate().await;
+    assert!(
+        status.success(),
+        "the server exited with {status}; its log:\n{}",
+        log.join("\n")
+    );
+    // The store was closed and its directory released.
+    EmbeddedStore::open(data_dir.path())
+        .unwrap()
+        .close()
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn refuses_a_data_directory_in_use() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(data_dir.path());
+    let second = std::process::Command::new(ledger_e2e::server::server_binary())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        !second.status.success(),
+        "a second server started on the same data directory"
+    );
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        stderr.contains("in use by another process"),
+        "unclear error: {stderr}"
+    );
+    assert!(server.terminate().await.success());
+}
+
+#[tokio::test]
+async fn a_stream_left_open_delays_shutdown_only_for_the_grace_period() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start_with(data_dir.path(), &["--shutdown-grace-secs", "1"]);
+    let mut health = HealthClient::new(server.channel().await);
+    let request = HealthCheckRequest {
+        service: String::new(),
+    };
+    let mut watch = health.watch(request).await.unwrap().into_inner();
+    let first = watch.next().await.unwrap().unwrap();
+    assert_eq!(first.status(), ServingStatus::Serving);
+
+    let started = std::time::Instant::now();
+    let stopping = tokio::spawn(server.terminate());
+    // The watcher hears that the server stopped serving before it goes.
+    let next = watch.next().await.unwrap().unwrap();
+    assert_eq!(next.status(), ServingStatus::NotServing);
+    let status = stopping.await.unwrap();
+    assert!(status.success(), "the server exited with {status}");
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(10),
+        "shutdown took {took:?}"
+    );
+}
