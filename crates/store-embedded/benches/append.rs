@@ -105,6 +105,10 @@ async fn run(dir: &std::path::Path, writers: usize, duration: Duration) -> Run {
             })
         })
         .collect();
+    tokio::time::sleep_until(measure_from.into()).await;
+    let syncs_before = store.stats().syncs;
+    tokio::time::sleep_until(end.into()).await;
+    let syncs = store.stats().syncs - syncs_before;
     let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
     let mut events = 0;
     for task in tasks {
@@ -113,7 +117,6 @@ async fn run(dir: &std::path::Path, writers: usize, duration: Duration) -> Run {
         latency.add(histogram).unwrap();
     }
     let elapsed = Instant::now().min(end) - measure_from;
-    let syncs = store.stats().syncs;
     store.close().await.unwrap();
     Run {
         writers,
