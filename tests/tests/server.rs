@@ -64,7 +64,8 @@ async fn serves_health_and_reflection_and_stops_on_sigterm() {
             "{expected} is not listed: {names:?}"
         );
     }
-    let symbol = MessageRequest::FileContainingSymbol("dialogue.ledger.v1.EventMetadata".into());
+    let symbol =
+        MessageRequest::FileContainingSymbol("dialogue.ledger.events.v1.EventMetadata".into());
     let file = reflect(&server, symbol).await;
     assert!(
         matches!(file, MessageResponse::FileDescriptorResponse(ref files) if !files.file_descriptor_proto.is_empty()),

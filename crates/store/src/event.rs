@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use ledger_proto::v1 as pb;
+use ledger_proto::events as pb;
 use prost::Message;
 use uuid::Uuid;
 
