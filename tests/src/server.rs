@@ -53,6 +53,7 @@ pub fn server_binary() -> &'static Path {
 #[derive(Debug)]
 pub struct ServerProcess {
     child: Child,
+    data_dir: PathBuf,
     addr: SocketAddr,
     log: Arc<Mutex<Vec<String>>>,
 }
@@ -92,7 +93,12 @@ impl ServerProcess {
             }
         });
         match addr.recv_timeout(PATIENCE) {
-            Ok(Some(addr)) => Self { child, addr, log },
+            Ok(Some(addr)) => Self {
+                child,
+                data_dir: data_dir.to_owned(),
+                addr,
+                log,
+            },
             _ => {
                 let _ = child.kill();
                 panic!(
@@ -110,6 +116,36 @@ impl ServerProcess {
     /// The URL a gRPC client connects to.
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// A token from `dialogue-ledger token` with the server's own key, valid for an hour.
+    pub fn token(&self, tenant: &str, subject: &str, roles: &[&str]) -> String {
+        let mut command = Command::new(server_binary());
+        command
+            .args([
+                "token",
+                "--tenant",
+                tenant,
+                "--subject",
+                subject,
+                "--data-dir",
+            ])
+            .arg(&self.data_dir);
+        for role in roles {
+            command.args(["--role", role]);
+        }
+        let output = command.output().expect("cannot run the token command");
+        assert!(
+            output.status.success(),
+            "token failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let stdout = String::from_utf8(output.stdout).unwrap();
+        stdout
+            .lines()
+            .last()
+            .expect("token printed nothing")
+            .to_owned()
     }
 
     /// A gRPC channel to the server.

@@ -1,18 +1,44 @@
 //! The dialogue ledger server: the gRPC services over an event store, and how the binary runs them.
 //! `main.rs` only parses the command line; everything it runs lives here so tests can run it too.
 
+pub mod auth;
+pub mod commands;
+pub mod services;
+pub mod status;
+
 use std::future::Future;
 use std::path::PathBuf;
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use anyhow::Context;
+use ledger_domain::Policy;
+use ledger_proto::v1::goals_server::GoalsServer;
+use ledger_proto::v1::insights_server::InsightsServer;
+use ledger_proto::v1::org_directory_server::OrgDirectoryServer;
+use ledger_proto::v1::sessions_server::SessionsServer;
+use ledger_proto::v1::surveys_server::SurveysServer;
 use ledger_store_embedded::EmbeddedStore;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
+
+use crate::auth::Authenticator;
+use crate::commands::CommandHandler;
+use crate::services::CommandService;
+
+/// The command services, by their full gRPC names (for health checks).
+pub const COMMAND_SERVICES: [&str; 5] = [
+    "dialogue.ledger.v1.OrgDirectory",
+    "dialogue.ledger.v1.Sessions",
+    "dialogue.ledger.v1.Insights",
+    "dialogue.ledger.v1.Goals",
+    "dialogue.ledger.v1.Surveys",
+];
 
 /// The address `serve` listens on unless configured.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
@@ -22,9 +48,22 @@ pub const DEFAULT_DATA_DIR: &str = "./data";
 /// How long shutdown waits for open requests unless configured, in seconds.
 pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 30;
 
+/// How callers are authenticated.
+#[derive(Debug, Clone)]
+pub struct AuthOptions {
+    /// The Ed25519 public key (PEM) that verifies tokens; `None`: the data directory's own key
+    /// pair, created on first start (the quick start).
+    pub public_key: Option<PathBuf>,
+    pub issuer: String,
+    pub audience: String,
+}
+
 /// What `serve` needs.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
+    pub auth: AuthOptions,
+    /// Survey results with fewer respondents are refused (at least 3).
+    pub anonymity_threshold: u32,
     /// Where the embedded store (and later keys) live.
     pub data_dir: PathBuf,
     /// How long shutdown waits for open requests and connections before it closes the store
@@ -46,8 +85,32 @@ pub async fn serve(
         )
     })?;
 
+    if options.anonymity_threshold < Policy::MIN_ANONYMITY {
+        anyhow::bail!(
+            "the anonymity threshold must be at least {}",
+            Policy::MIN_ANONYMITY
+        );
+    }
+    let public_key = match &options.auth.public_key {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the token public key {}", path.display()))?,
+        None => auth::LocalKeys::new(&options.data_dir).ensure()?,
+    };
+    let authenticator =
+        Authenticator::new(&public_key, &options.auth.issuer, &options.auth.audience)?;
+    let policy = Policy {
+        anonymity_threshold: options.anonymity_threshold,
+    };
+    let handler = Arc::new(CommandHandler::new(Arc::new(store.clone()), policy));
+    let commands = CommandService::new(handler);
+
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_service_status("", ServingStatus::Serving).await;
+    for service in COMMAND_SERVICES {
+        health
+            .set_service_status(service, ServingStatus::Serving)
+            .await;
+    }
     // Both reflection versions: grpcurl and older tools still ask v1alpha.
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -70,6 +133,23 @@ pub async fn serve(
     };
     let server = Server::builder()
         .add_service(health_service)
+        .add_service(OrgDirectoryServer::with_interceptor(
+            commands.clone(),
+            authenticator.clone(),
+        ))
+        .add_service(SessionsServer::with_interceptor(
+            commands.clone(),
+            authenticator.clone(),
+        ))
+        .add_service(InsightsServer::with_interceptor(
+            commands.clone(),
+            authenticator.clone(),
+        ))
+        .add_service(GoalsServer::with_interceptor(
+            commands.clone(),
+            authenticator.clone(),
+        ))
+        .add_service(SurveysServer::with_interceptor(commands, authenticator))
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), drain);

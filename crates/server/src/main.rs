@@ -3,14 +3,15 @@
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use std::time::Duration;
-
+use dialogue_ledger::auth::{Claims, DEFAULT_AUDIENCE, DEFAULT_ISSUER, LocalKeys};
 use dialogue_ledger::{
-    DEFAULT_DATA_DIR, DEFAULT_LISTEN, DEFAULT_SHUTDOWN_GRACE_SECS, ServeOptions,
+    AuthOptions, DEFAULT_DATA_DIR, DEFAULT_LISTEN, DEFAULT_SHUTDOWN_GRACE_SECS, ServeOptions,
 };
+use ledger_domain::{Policy, Role, TenantId};
 use tokio::signal::unix::{SignalKind, signal};
 
 #[derive(Debug, Parser)]
@@ -31,12 +32,47 @@ enum Command {
         /// The address to listen on.
         #[arg(long, env = "LEDGER_LISTEN", default_value = DEFAULT_LISTEN)]
         listen: SocketAddr,
-        /// The directory of the embedded store.
+        /// The directory of the embedded store and the quick start's token keys.
         #[arg(long, env = "LEDGER_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
         /// Seconds to wait for open requests after SIGINT/SIGTERM before stopping anyway.
         #[arg(long, env = "LEDGER_SHUTDOWN_GRACE_SECS", default_value_t = DEFAULT_SHUTDOWN_GRACE_SECS)]
         shutdown_grace_secs: u64,
+        /// The Ed25519 public key (PEM) that verifies tokens; without it, the data directory's own
+        /// key pair (created on first start).
+        #[arg(long, env = "LEDGER_JWT_PUBLIC_KEY")]
+        jwt_public_key: Option<PathBuf>,
+        /// The `iss` tokens must carry.
+        #[arg(long, env = "LEDGER_JWT_ISSUER", default_value = DEFAULT_ISSUER)]
+        jwt_issuer: String,
+        /// The `aud` tokens must carry.
+        #[arg(long, env = "LEDGER_JWT_AUDIENCE", default_value = DEFAULT_AUDIENCE)]
+        jwt_audience: String,
+        /// Survey results with fewer respondents are refused (at least 3).
+        #[arg(long, env = "LEDGER_ANONYMITY_THRESHOLD", default_value_t = Policy::DEFAULT_ANONYMITY)]
+        anonymity_threshold: u32,
+    },
+    /// Prints a token signed with the data directory's key (for the quick start and tests),
+    /// alone on the last line.
+    Token {
+        #[arg(long, env = "LEDGER_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+        /// The organisation.
+        #[arg(long)]
+        tenant: String,
+        /// The acting person's id, or the service's name.
+        #[arg(long)]
+        subject: String,
+        /// member, hr, auditor, admin or service; repeat for several.
+        #[arg(long = "role", required = true)]
+        roles: Vec<String>,
+        /// How long the token is valid.
+        #[arg(long, default_value_t = 3600)]
+        ttl_secs: u64,
+        #[arg(long, default_value = DEFAULT_ISSUER)]
+        issuer: String,
+        #[arg(long, default_value = DEFAULT_AUDIENCE)]
+        audience: String,
     },
 }
 
@@ -56,17 +92,55 @@ async fn main() -> anyhow::Result<()> {
             listen,
             data_dir,
             shutdown_grace_secs,
+            jwt_public_key,
+            jwt_issuer,
+            jwt_audience,
+            anonymity_threshold,
         } => {
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
             let shutdown = shutdown_signal()?;
-            let shutdown_grace = Duration::from_secs(shutdown_grace_secs);
             let options = ServeOptions {
+                auth: AuthOptions {
+                    public_key: jwt_public_key,
+                    issuer: jwt_issuer,
+                    audience: jwt_audience,
+                },
+                anonymity_threshold,
                 data_dir,
-                shutdown_grace,
+                shutdown_grace: Duration::from_secs(shutdown_grace_secs),
             };
             dialogue_ledger::serve(listener, options, shutdown).await
+        }
+        Command::Token {
+            data_dir,
+            tenant,
+            subject,
+            roles,
+            ttl_secs,
+            issuer,
+            audience,
+        } => {
+            TenantId::parse(&tenant)
+                .context("the tenant must be 1-63 characters of a-z, 0-9 and -")?;
+            if let Some(unknown) = roles.iter().find(|role| Role::parse(role).is_none()) {
+                anyhow::bail!(
+                    "unknown role {unknown:?}: use member, hr, auditor, admin or service"
+                );
+            }
+            let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+            let claims = Claims {
+                iss: issuer,
+                aud: audience,
+                sub: subject,
+                tenant,
+                roles,
+                iat: now,
+                exp: now + ttl_secs,
+            };
+            println!("{}", LocalKeys::new(&data_dir).issue(&claims)?);
+            Ok(())
         }
     }
 }

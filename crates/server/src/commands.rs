@@ -1,0 +1,360 @@
+//! Command handling: load the aggregate's stream, consult the world it references, decide,
+//! append with the version it was decided on. Retries with the same command id return the
+//! original result; concurrent commands on one aggregate are serialised by the expected version.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+
+use ledger_domain::{
+    Aggregate, Context, Event, Id, OrgUnit, PersonRecord, Policy, References, Session, TenantId,
+    World,
+};
+use ledger_proto::v1 as api;
+use ledger_store::{
+    EventStore, ExpectedVersion, Metadata, NewEvent, RecordedEvent, StreamName, StreamRead,
+};
+use prost::Message;
+use sha2::{Digest, Sha256};
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::auth::Principal;
+use crate::status;
+
+/// Event ids are UUIDv5 of tenant, command id and index in this namespace, so a retried command
+/// produces the same ids and the store's idempotency makes the retry a no-op.
+const EVENT_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6d1f_3a2e_8c4b_4e57_9a0d_5b7e_2c91_f0a3);
+
+/// How often a command without an expected version is decided again after a concurrent change.
+const MAX_ATTEMPTS: usize = 8;
+
+/// The most people loaded to walk manager chains for one command.
+const MAX_PERSONS: usize = 64;
+
+/// Metadata keys stored with every event a command appends.
+const COMMAND_ID: &str = "command_id";
+const COMMAND_HASH: &str = "command_hash";
+const ACTOR: &str = "actor";
+
+/// A gRPC command request: an envelope (command id, expected version) around the command body.
+pub trait CommandRequest: Message + Clone + Default + 'static {
+    fn command_id(&self) -> &str;
+    fn expected_version(&self) -> Option<u64>;
+    /// The body without the envelope, for recognising a retry.
+    fn body(&self) -> Self;
+}
+
+macro_rules! command_requests {
+    ($($request:ty),* $(,)?) => {$(
+        impl CommandRequest for $request {
+            fn command_id(&self) -> &str {
+                &self.command_id
+            }
+            fn expected_version(&self) -> Option<u64> {
+                self.expected_version
+            }
+            fn body(&self) -> Self {
+                Self { command_id: String::new(), expected_version: None, ..self.clone() }
+            }
+        }
+    )*};
+}
+
+command_requests!(
+    api::DefineOrgUnitRequest,
+    api::RegisterPersonRequest,
+    api::AssignManagerRequest,
+    api::MovePersonRequest,
+    api::RecordDepartureRequest,
+    api::ScheduleSessionRequest,
+    api::RescheduleSessionRequest,
+    api::CancelSessionRequest,
+    api::RecordSessionHeldRequest,
+    api::AddAgendaItemRequest,
+    api::RecordNoteRequest,
+    api::AgreeActionItemRequest,
+    api::CompleteActionItemRequest,
+    api::DropActionItemRequest,
+    api::RecordReflectionRequest,
+    api::RecordInsightRequest,
+    api::ShareInsightRequest,
+    api::NarrowInsightRequest,
+    api::RetractInsightRequest,
+    api::SetGoalRequest,
+    api::RecordGoalProgressRequest,
+    api::ReflectOnGoalRequest,
+    api::ReviseGoalRequest,
+    api::CompleteGoalRequest,
+    api::AbandonGoalRequest,
+    api::RecordSurveyResultRequest,
+);
+
+/// The command envelope, checked.
+#[derive(Debug, Clone)]
+struct Envelope {
+    command_id: String,
+    expected_version: Option<u64>,
+    /// SHA-256 of the body, hex.
+    hash: String,
+    correlation_id: Option<Uuid>,
+}
+
+/// Handles every command of every aggregate.
+#[derive(Debug)]
+pub struct CommandHandler {
+    store: Arc<dyn EventStore>,
+    policy: Policy,
+}
+
+/// An aggregate's stream, read and folded.
+struct Loaded<A> {
+    state: A,
+    version: Option<u64>,
+    stored: Vec<RecordedEvent>,
+}
+
+impl CommandHandler {
+    pub fn new(store: Arc<dyn EventStore>, policy: Policy) -> Self {
+        Self { store, policy }
+    }
+
+    /// Runs one gRPC command request through aggregate `A`.
+    pub async fn handle<A: Aggregate, R: CommandRequest>(
+        &self,
+        request: Request<R>,
+        command: fn(R) -> A::Command,
+    ) -> Result<Response<api::CommandResult>, Status> {
+        let principal = request
+            .extensions()
+            .get::<Principal>()
+            .cloned()
+            .ok_or_else(|| Status::unauthenticated("missing bearer token"))?;
+        let correlation_id = (request.metadata().get("x-correlation-id"))
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse().ok());
+        let body = request.into_inner();
+        let command_id = body.command_id();
+        if command_id.is_empty() || command_id.len() > 128 {
+            return Err(status::invalid_argument(
+                "command_id",
+                "is required, at most 128 characters",
+            ));
+        }
+        let envelope = Envelope {
+            command_id: command_id.to_owned(),
+            expected_version: body.expected_version(),
+            hash: hex(&Sha256::digest(body.body().encode_to_vec())),
+            correlation_id,
+        };
+        let result = self
+            .execute::<A>(&principal, &envelope, &command(body))
+            .await?;
+        Ok(Response::new(result))
+    }
+
+    async fn execute<A: Aggregate>(
+        &self,
+        principal: &Principal,
+        envelope: &Envelope,
+        command: &A::Command,
+    ) -> Result<api::CommandResult, Status> {
+        let id = A::id(command).map_err(status::from_domain)?;
+        let stream = stream_name(&principal.tenant, A::KIND, &id)?;
+        for _ in 0..MAX_ATTEMPTS {
+            let loaded = self.load::<A>(&stream).await?;
+            if let Some(result) = original_result(&loaded.stored, envelope)? {
+                return Ok(result);
+            }
+            if let Some(expected) = envelope.expected_version
+                && loaded.version != Some(expected)
+            {
+                return Err(version_conflict(&stream, expected, loaded.version));
+            }
+            let references = A::references(command, &loaded.state);
+            let world = self.load_world(&principal.tenant, references).await?;
+            let context = Context {
+                actor: &principal.actor,
+                now: ledger_store::Timestamp::now().as_micros(),
+                world: &world,
+                policy: &self.policy,
+            };
+            let events =
+                A::decide(command, &loaded.state, &context).map_err(status::from_domain)?;
+            let expected = loaded
+                .version
+                .map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact);
+            let new_events = to_new_events(principal, envelope, &events);
+            match self.store.append(&stream, expected, new_events).await {
+                Ok(appended) => {
+                    tracing::debug!(stream = %stream, command_id = %envelope.command_id, "command appended");
+                    return Ok(api::CommandResult {
+                        version: appended.revision,
+                        position: Some(position(appended.position)),
+                    });
+                }
+                Err(ledger_store::Error::WrongExpectedVersion { actual, .. }) => {
+                    if let Some(expected) = envelope.expected_version {
+                        return Err(version_conflict(&stream, expected, actual));
+                    }
+                    // Someone else changed the aggregate: decide again on the new state.
+                }
+                Err(ledger_store::Error::DuplicateEventId { .. }) => {
+                    return Err(Status::already_exists(format!(
+                        "command id {} was already used for another command",
+                        envelope.command_id
+                    )));
+                }
+                Err(error) => {
+                    return Err(status::from_store(error, "appending a command's events"));
+                }
+            }
+        }
+        Err(Status::aborted(
+            "the aggregate kept changing under this command; retry it",
+        ))
+    }
+
+    async fn load<A: Aggregate>(&self, stream: &StreamName) -> Result<Loaded<A>, Status> {
+        let stored = (self
+            .store
+            .read_stream(stream, StreamRead::Forward { from: 0 }, usize::MAX)
+            .await)
+            .map_err(|e| status::from_store(e, "loading an aggregate"))?;
+        let mut state = A::default();
+        for recorded in &stored {
+            if let Some(event) = decode(recorded)? {
+                state = A::evolve(state, &event);
+            }
+        }
+        let version = stored.last().map(|event| event.revision);
+        Ok(Loaded {
+            state,
+            version,
+            stored,
+        })
+    }
+
+    /// Loads what a decision consults: the referenced org units and sessions, the referenced
+    /// people (and the sessions' participants) and everyone in their manager chains.
+    async fn load_world(&self, tenant: &TenantId, references: References) -> Result<World, Status> {
+        let mut world = World::default();
+        for unit in valid(&references.org_units) {
+            let loaded = self
+                .load::<OrgUnit>(&stream_name(tenant, OrgUnit::KIND, &unit)?)
+                .await?;
+            world.org_units.insert(unit.to_string(), loaded.state);
+        }
+        let mut persons: VecDeque<Id> = valid(&references.persons).collect();
+        for session in valid(&references.sessions) {
+            let loaded = self
+                .load::<Session>(&stream_name(tenant, Session::KIND, &session)?)
+                .await?;
+            persons.extend(valid(&[
+                loaded.state.member_id.clone(),
+                loaded.state.partner_id.clone(),
+            ]));
+            world.sessions.insert(session.to_string(), loaded.state);
+        }
+        let mut seen = HashSet::new();
+        while let Some(person) = persons.pop_front() {
+            if seen.len() >= MAX_PERSONS || !seen.insert(person.clone()) {
+                continue;
+            }
+            let loaded = self
+                .load::<PersonRecord>(&stream_name(tenant, PersonRecord::KIND, &person)?)
+                .await?;
+            let managers: Vec<String> = loaded.state.managers().map(str::to_owned).collect();
+            persons.extend(valid(&managers));
+            world.persons.insert(person.to_string(), loaded.state);
+        }
+        Ok(world)
+    }
+}
+
+/// The ids among `raw` that are well-formed; malformed ones are the decider's to report.
+fn valid(raw: &[String]) -> impl Iterator<Item = Id> + '_ {
+    raw.iter().filter_map(|id| Id::parse("id", id).ok())
+}
+
+fn stream_name(tenant: &TenantId, kind: &str, id: &Id) -> Result<StreamName, Status> {
+    StreamName::new(tenant.stream(kind, id.as_str()))
+        .map_err(|e| status::invalid_argument("id", &e.to_string()))
+}
+
+fn decode(recorded: &RecordedEvent) -> Result<Option<Event>, Status> {
+    Event::decode(&recorded.event_type, &recorded.payload).map_err(|error| {
+        tracing::error!(stream = %recorded.stream, revision = recorded.revision, %error, "stored event does not decode");
+        Status::internal("internal error")
+    })
+}
+
+/// If this command was handled before, what it returned; ALREADY_EXISTS if its id was used for
+/// a different body.
+fn original_result(
+    stored: &[RecordedEvent],
+    envelope: &Envelope,
+) -> Result<Option<api::CommandResult>, Status> {
+    let mine = stored
+        .iter()
+        .filter(|event| event.metadata.extra.get(COMMAND_ID) == Some(&envelope.command_id));
+    let Some(last) = mine.last() else {
+        return Ok(None);
+    };
+    if last.metadata.extra.get(COMMAND_HASH) != Some(&envelope.hash) {
+        return Err(Status::already_exists(format!(
+            "command id {} was already used with a different request",
+            envelope.command_id
+        )));
+    }
+    Ok(Some(api::CommandResult {
+        version: last.revision,
+        position: Some(position(last.position)),
+    }))
+}
+
+fn version_conflict(stream: &StreamName, expected: u64, actual: Option<u64>) -> Status {
+    let actual = actual.map_or_else(|| "none (it does not exist)".to_owned(), |v| v.to_string());
+    let id = stream
+        .as_str()
+        .split_once('/')
+        .map_or(stream.as_str(), |(_, id)| id);
+    Status::aborted(format!(
+        "{id}: expected version {expected}, current version {actual}"
+    ))
+}
+
+fn to_new_events(principal: &Principal, envelope: &Envelope, events: &[Event]) -> Vec<NewEvent> {
+    let command_uuid = Uuid::new_v5(
+        &EVENT_ID_NAMESPACE,
+        format!("{}\n{}", principal.tenant, envelope.command_id).as_bytes(),
+    );
+    let metadata = Metadata {
+        correlation_id: Some(envelope.correlation_id.unwrap_or(command_uuid)),
+        causation_id: Some(command_uuid),
+        extra: [
+            (COMMAND_ID.to_owned(), envelope.command_id.clone()),
+            (COMMAND_HASH.to_owned(), envelope.hash.clone()),
+            (ACTOR.to_owned(), principal.actor.subject.clone()),
+        ]
+        .into(),
+    };
+    (events.iter().enumerate())
+        .map(|(index, event)| NewEvent {
+            id: Uuid::new_v5(&command_uuid, index.to_string().as_bytes()),
+            event_type: event.type_name().to_owned(),
+            payload: event.encode().into(),
+            metadata: metadata.clone(),
+        })
+        .collect()
+}
+
+fn position(position: ledger_store::Position) -> api::Position {
+    api::Position {
+        commit: position.commit(),
+        prepare: position.prepare(),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
