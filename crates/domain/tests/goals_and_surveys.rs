@@ -174,3 +174,86 @@ fn survey_results_below_the_anonymity_threshold_are_refused() {
         not_found,
     );
 }
+
+#[test]
+fn goals_are_revised_completed_and_reflected_on_in_order() {
+    let revise = |reason: &str| {
+        C::Revise(api::ReviseGoalRequest {
+            goal_id: "g-1".into(),
+            title: "Lead two projects".into(),
+            key_results: vec![pb::KeyResult {
+                key_result_id: "kr-2".into(),
+                description: "ship v2".into(),
+                target: 1.0,
+                unit: String::new(),
+            }],
+            reason: reason.into(),
+            ..Default::default()
+        })
+    };
+    expect_error(
+        given::<Goal>([goal_set()]).when(revise("")),
+        invalid("reason"),
+    );
+    let revised = given::<Goal>([goal_set()])
+        .when(revise("scope grew"))
+        .unwrap();
+    // After the revision only the new key result takes progress.
+    let history: Vec<Event> = std::iter::once(goal_set()).chain(revised).collect();
+    expect_error(
+        given::<Goal>(history.clone()).when(progress("kr-1")),
+        not_found,
+    );
+    assert!(
+        given::<Goal>(history.clone())
+            .when(progress("kr-2"))
+            .is_ok()
+    );
+
+    let complete = C::Complete(api::CompleteGoalRequest {
+        goal_id: "g-1".into(),
+        note: "done".into(),
+        ..Default::default()
+    });
+    let completed = given::<Goal>(history.clone())
+        .by(person("lee"))
+        .when(complete.clone())
+        .unwrap();
+    assert!(matches!(&completed[..], [Event::GoalCompleted(e)] if e.completed_by == "lee"));
+    let mut done = history;
+    done.extend(completed);
+    expect_error(given::<Goal>(done.clone()).when(complete), precondition);
+    let reflect = |text: &str| {
+        C::Reflect(api::ReflectOnGoalRequest {
+            goal_id: "g-1".into(),
+            text: text.into(),
+            ..Default::default()
+        })
+    };
+    assert!(
+        given::<Goal>(done.clone())
+            .when(reflect("it taught me to delegate"))
+            .is_ok(),
+        "reflection after completion"
+    );
+    expect_error(
+        given::<Goal>(done.clone()).when(reflect(" ")),
+        invalid("text"),
+    );
+    let abandoned = pb::GoalAbandoned {
+        goal_id: "g-1".into(),
+        reason: "reorg".into(),
+        abandoned_by: "mia".into(),
+    };
+    expect_error(
+        given::<Goal>([goal_set(), abandoned.into()]).when(reflect("x")),
+        precondition,
+    );
+    let unknown_session = C::Reflect(api::ReflectOnGoalRequest {
+        goal_id: "g-1".into(),
+        text: "x".into(),
+        linked_session_id: "s-9".into(),
+        ..Default::default()
+    });
+    expect_error(given::<Goal>([goal_set()]).when(unknown_session), not_found);
+}

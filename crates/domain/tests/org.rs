@@ -209,3 +209,68 @@ fn relationships_follow_the_directory_as_of_the_session_time() {
     assert!(matches!(classify(&world, "mia", "lee", T0 - DAY), Err(e) if precondition(&e)));
     assert!(matches!(classify(&world, "mia", "ghost", at), Err(e) if not_found(&e)));
 }
+
+#[test]
+fn moves_and_departures_take_effect_at_their_time_and_end_further_changes() {
+    let history = vec![registered("zoe", "eng", "G1", 2026, T0)];
+    let move_to = |unit: &str, at| {
+        PersonCommand::Move(api::MovePersonRequest {
+            person_id: "zoe".into(),
+            org_unit_id: unit.into(),
+            effective_at: Some(to_timestamp(at)),
+            ..Default::default()
+        })
+    };
+    let hr = || system(Role::Hr);
+    expect_events(
+        given::<PersonRecord>(history.clone())
+            .by(hr())
+            .when(move_to("sales", T0 + DAY)),
+        vec![
+            pb::PersonMoved {
+                person_id: "zoe".into(),
+                org_unit_id: "sales".into(),
+                effective_at: Some(to_timestamp(T0 + DAY)),
+            }
+            .into(),
+        ],
+    );
+    expect_error(
+        given::<PersonRecord>(history.clone())
+            .by(hr())
+            .when(move_to("nowhere", T0 + DAY)),
+        not_found,
+    );
+    expect_error(
+        given::<PersonRecord>(history.clone())
+            .by(hr())
+            .when(move_to("sales", T0 - DAY)),
+        invalid("effective_at"),
+    );
+
+    let depart = PersonCommand::Depart(api::RecordDepartureRequest {
+        person_id: "zoe".into(),
+        effective_at: Some(to_timestamp(T0 + 2 * DAY)),
+        ..Default::default()
+    });
+    let departed = given::<PersonRecord>(history.clone())
+        .by(hr())
+        .when(depart.clone())
+        .unwrap();
+    let mut after = history;
+    after.extend(departed);
+    expect_error(
+        given::<PersonRecord>(after.clone()).by(hr()).when(depart),
+        precondition,
+    );
+    expect_error(
+        given::<PersonRecord>(after.clone())
+            .by(hr())
+            .when(move_to("sales", T0 + 3 * DAY)),
+        precondition,
+    );
+    // The directory as of a time before the departure still has the person.
+    let record = <PersonRecord as ledger_domain::Aggregate>::fold(&after);
+    assert!(!record.as_of(T0 + DAY).unwrap().departed);
+    assert!(record.as_of(T0 + 2 * DAY).unwrap().departed);
+}

@@ -276,3 +276,49 @@ fn only_the_member_reflects_after_the_session_is_held() {
         ],
     );
 }
+
+#[test]
+fn agenda_items_are_unique_and_a_held_session_is_not_rescheduled() {
+    let base = vec![scheduled("s-1", "mia", "ren", R::Horizontal, false)];
+    let agenda = || {
+        C::AddAgendaItem(api::AddAgendaItemRequest {
+            session_id: "s-1".into(),
+            item_id: "g-1".into(),
+            text: "career".into(),
+            ..Default::default()
+        })
+    };
+    let added = given::<Session>(base.clone())
+        .by(person("ren"))
+        .when(agenda())
+        .unwrap();
+    let mut history = base.clone();
+    history.extend(added);
+    expect_error(given::<Session>(history).when(agenda()), exists);
+    let empty = C::AddAgendaItem(api::AddAgendaItemRequest {
+        session_id: "s-1".into(),
+        item_id: "g-2".into(),
+        text: " ".into(),
+        ..Default::default()
+    });
+    expect_error(given::<Session>(base.clone()).when(empty), invalid("text"));
+
+    let reschedule = C::Reschedule(api::RescheduleSessionRequest {
+        session_id: "s-1".into(),
+        scheduled_at: Some(to_timestamp(T0 + 41 * DAY)),
+        ..Default::default()
+    });
+    let held_session = [base[0].clone(), held()];
+    expect_error(
+        given::<Session>(held_session).when(reschedule.clone()),
+        precondition,
+    );
+    let missing_time = C::Reschedule(api::RescheduleSessionRequest {
+        session_id: "s-1".into(),
+        ..Default::default()
+    });
+    expect_error(
+        given::<Session>(base).when(missing_time),
+        invalid("scheduled_at"),
+    );
+}
