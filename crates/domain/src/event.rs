@@ -74,6 +74,7 @@ events!(
     GoalCompleted,
     GoalAbandoned,
     SurveyResultRecorded,
+    AccessRecorded,
 );
 
 #[cfg(test)]

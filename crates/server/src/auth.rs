@@ -69,16 +69,12 @@ impl LocalKeys {
     /// Creates the key pair unless it exists; returns the public key (PEM).
     pub fn ensure(&self) -> anyhow::Result<String> {
         let public = self.verifying_key_path();
-        if !self.signing_key_path().exists() {
-            std::fs::create_dir_all(&self.dir)?;
-            let key = SigningKey::from_bytes(&rand::random());
-            let private = key
-                .to_pkcs8_pem(LineEnding::LF)
-                .context("cannot encode the signing key")?;
-            write_private(&self.signing_key_path(), private.as_bytes())?;
-            let verifying = key.verifying_key().to_public_key_pem(LineEnding::LF)?;
-            std::fs::write(&public, verifying)?;
-            tracing::info!(dir = %self.dir.display(), "created the token signing key pair");
+        if !public.exists() {
+            let key = load_or_create_signing_key(&self.signing_key_path())?;
+            std::fs::write(
+                &public,
+                key.verifying_key().to_public_key_pem(LineEnding::LF)?,
+            )?;
         }
         std::fs::read_to_string(&public)
             .with_context(|| format!("cannot read {}", public.display()))
@@ -103,15 +99,32 @@ impl LocalKeys {
     }
 }
 
-fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+/// Reads an Ed25519 signing key (PKCS#8 PEM) from `path`, creating it (readable by its owner
+/// only) if it does not exist.
+pub fn load_or_create_signing_key(path: &Path) -> anyhow::Result<SigningKey> {
+    use ed25519_dalek::pkcs8::DecodePrivateKey;
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .create_new(true)
-        .write(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(contents)
+    if !path.exists() {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let key = SigningKey::from_bytes(&rand::random());
+        let pem = key
+            .to_pkcs8_pem(LineEnding::LF)
+            .context("cannot encode a signing key")?;
+        let mut file = std::fs::OpenOptions::new()
+            .create_new(true)
+            .write(true)
+            .mode(0o600)
+            .open(path)?;
+        file.write_all(pem.as_bytes())?;
+        tracing::info!(path = %path.display(), "created a signing key");
+    }
+    let pem =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    SigningKey::from_pkcs8_pem(&pem)
+        .with_context(|| format!("{} is not an Ed25519 PKCS#8 PEM key", path.display()))
 }
 
 /// Verifies bearer tokens; as a tonic interceptor it puts the [`Principal`] into the request.

@@ -3,23 +3,28 @@
 
 pub mod auth;
 pub mod commands;
+pub mod ledger;
 pub mod services;
 pub mod status;
+pub mod verify;
 
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use std::time::Duration;
 
 use std::sync::Arc;
 
 use anyhow::Context;
+use ledger_audit::NoteSigner;
 use ledger_domain::Policy;
 use ledger_proto::v1::goals_server::GoalsServer;
 use ledger_proto::v1::insights_server::InsightsServer;
+use ledger_proto::v1::ledger_server::LedgerServer;
 use ledger_proto::v1::org_directory_server::OrgDirectoryServer;
 use ledger_proto::v1::sessions_server::SessionsServer;
 use ledger_proto::v1::surveys_server::SurveysServer;
+use ledger_store::EventStore;
 use ledger_store_embedded::EmbeddedStore;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -29,16 +34,33 @@ use tonic_health::ServingStatus;
 
 use crate::auth::Authenticator;
 use crate::commands::CommandHandler;
+use crate::ledger::{AuditTrees, LedgerService};
 use crate::services::CommandService;
 
-/// The command services, by their full gRPC names (for health checks).
-pub const COMMAND_SERVICES: [&str; 5] = [
+/// The ledger's own services, by their full gRPC names (for health checks).
+pub const SERVICES: [&str; 6] = [
     "dialogue.ledger.v1.OrgDirectory",
     "dialogue.ledger.v1.Sessions",
     "dialogue.ledger.v1.Insights",
     "dialogue.ledger.v1.Goals",
     "dialogue.ledger.v1.Surveys",
+    "dialogue.ledger.v1.Ledger",
 ];
+
+/// The checkpoint origin prefix and signing key name unless configured.
+pub const DEFAULT_LOG_ORIGIN: &str = "dialogue-ledger";
+
+/// The signer of checkpoints: the key at `key`, or the data directory's own (created on first
+/// use), named `origin_prefix`.
+pub fn checkpoint_signer(
+    data_dir: &Path,
+    key: Option<&Path>,
+    origin_prefix: &str,
+) -> anyhow::Result<NoteSigner> {
+    let default = data_dir.join("audit").join("checkpoint-signing-key.pem");
+    let key = auth::load_or_create_signing_key(key.unwrap_or(&default))?;
+    Ok(NoteSigner::new(origin_prefix, key))
+}
 
 /// The address `serve` listens on unless configured.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
@@ -64,6 +86,10 @@ pub struct ServeOptions {
     pub auth: AuthOptions,
     /// Survey results with fewer respondents are refused (at least 3).
     pub anonymity_threshold: u32,
+    /// The checkpoint signing key (PKCS#8 PEM); `None`: the data directory's own.
+    pub checkpoint_key: Option<PathBuf>,
+    /// Checkpoints name the log `<log_origin>/<tenant>`; also the signing key's name.
+    pub log_origin: String,
     /// Where the embedded store (and later keys) live.
     pub data_dir: PathBuf,
     /// How long shutdown waits for open requests and connections before it closes the store
@@ -101,12 +127,21 @@ pub async fn serve(
     let policy = Policy {
         anonymity_threshold: options.anonymity_threshold,
     };
-    let handler = Arc::new(CommandHandler::new(Arc::new(store.clone()), policy));
+    let shared_store: Arc<dyn EventStore> = Arc::new(store.clone());
+    let handler = Arc::new(CommandHandler::new(shared_store.clone(), policy));
     let commands = CommandService::new(handler);
+    let trees = AuditTrees::open(&options.data_dir).context("cannot open the audit trees")?;
+    let follower = trees.spawn_follower(shared_store.clone());
+    let signer = checkpoint_signer(
+        &options.data_dir,
+        options.checkpoint_key.as_deref(),
+        &options.log_origin,
+    )?;
+    let ledger = LedgerService::new(shared_store, trees, signer, options.log_origin.clone());
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_service_status("", ServingStatus::Serving).await;
-    for service in COMMAND_SERVICES {
+    for service in SERVICES {
         health
             .set_service_status(service, ServingStatus::Serving)
             .await;
@@ -149,7 +184,11 @@ pub async fn serve(
             commands.clone(),
             authenticator.clone(),
         ))
-        .add_service(SurveysServer::with_interceptor(commands, authenticator))
+        .add_service(SurveysServer::with_interceptor(
+            commands,
+            authenticator.clone(),
+        ))
+        .add_service(LedgerServer::with_interceptor(ledger, authenticator))
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), drain);
@@ -172,6 +211,8 @@ pub async fn serve(
         .close()
         .await
         .context("cannot close the event store")?;
+    // The follower ends with the store's log.
+    let _ = follower.await;
     tracing::info!("dialogue ledger stopped");
     Ok(())
 }

@@ -8,8 +8,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use dialogue_ledger::auth::{Claims, DEFAULT_AUDIENCE, DEFAULT_ISSUER, LocalKeys};
+use dialogue_ledger::verify::{Verdict, VerifyOptions};
 use dialogue_ledger::{
-    AuthOptions, DEFAULT_DATA_DIR, DEFAULT_LISTEN, DEFAULT_SHUTDOWN_GRACE_SECS, ServeOptions,
+    AuthOptions, DEFAULT_DATA_DIR, DEFAULT_LISTEN, DEFAULT_LOG_ORIGIN, DEFAULT_SHUTDOWN_GRACE_SECS,
+    ServeOptions,
 };
 use ledger_domain::{Policy, Role, TenantId};
 use tokio::signal::unix::{SignalKind, signal};
@@ -51,6 +53,34 @@ enum Command {
         /// Survey results with fewer respondents are refused (at least 3).
         #[arg(long, env = "LEDGER_ANONYMITY_THRESHOLD", default_value_t = Policy::DEFAULT_ANONYMITY)]
         anonymity_threshold: u32,
+        #[command(flatten)]
+        log: LogKey,
+    },
+    /// Replays a tenant's whole log from a server, recomputes every leaf and the root, checks the
+    /// signed checkpoint and consistency with a saved one; exits non-zero on any mismatch.
+    Verify {
+        /// The server's gRPC URL.
+        #[arg(long, default_value = "http://127.0.0.1:50051")]
+        server: String,
+        /// A bearer token of an auditor of the tenant.
+        #[arg(long, env = "LEDGER_TOKEN")]
+        token: String,
+        /// The checkpoint verifier key, as `checkpoint-key` prints it.
+        #[arg(long, env = "LEDGER_CHECKPOINT_VERIFIER_KEY")]
+        key: String,
+        /// A checkpoint saved by an earlier run, which the log must extend.
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        /// Saves the newly verified checkpoint here.
+        #[arg(long)]
+        save_checkpoint: Option<PathBuf>,
+    },
+    /// Prints the verifier key of the checkpoint signing key, for `verify --key`.
+    CheckpointKey {
+        #[arg(long, env = "LEDGER_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+        #[command(flatten)]
+        log: LogKey,
     },
     /// Prints a token signed with the data directory's key (for the quick start and tests),
     /// alone on the last line.
@@ -76,6 +106,18 @@ enum Command {
     },
 }
 
+/// Which key signs checkpoints, under which name.
+#[derive(Debug, clap::Args)]
+struct LogKey {
+    /// The checkpoint signing key (Ed25519, PKCS#8 PEM); without it, the data directory's own
+    /// (created on first start).
+    #[arg(long, env = "LEDGER_CHECKPOINT_KEY")]
+    checkpoint_key: Option<PathBuf>,
+    /// Checkpoints name each tenant's log `<origin>/<tenant>`; the key is named `<origin>`.
+    #[arg(long, env = "LEDGER_LOG_ORIGIN", default_value = DEFAULT_LOG_ORIGIN)]
+    log_origin: String,
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // Logs go to stderr, keeping stdout for what a command prints.
@@ -96,6 +138,7 @@ async fn main() -> anyhow::Result<()> {
             jwt_issuer,
             jwt_audience,
             anonymity_threshold,
+            log,
         } => {
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
@@ -108,10 +151,43 @@ async fn main() -> anyhow::Result<()> {
                     audience: jwt_audience,
                 },
                 anonymity_threshold,
+                checkpoint_key: log.checkpoint_key,
+                log_origin: log.log_origin,
                 data_dir,
                 shutdown_grace: Duration::from_secs(shutdown_grace_secs),
             };
             dialogue_ledger::serve(listener, options, shutdown).await
+        }
+        Command::Verify {
+            server,
+            token,
+            key,
+            checkpoint,
+            save_checkpoint,
+        } => {
+            let options = VerifyOptions {
+                server,
+                token,
+                key,
+                saved: checkpoint,
+                save: save_checkpoint,
+                progress: true,
+            };
+            let verdict = dialogue_ledger::verify::verify(&options).await?;
+            println!("{verdict}");
+            if matches!(verdict, Verdict::Failed { .. }) {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::CheckpointKey { data_dir, log } => {
+            let signer = dialogue_ledger::checkpoint_signer(
+                &data_dir,
+                log.checkpoint_key.as_deref(),
+                &log.log_origin,
+            )?;
+            println!("{}", signer.verifier_key());
+            Ok(())
         }
         Command::Token {
             data_dir,

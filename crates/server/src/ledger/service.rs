@@ -1,0 +1,405 @@
+//! The `Ledger` gRPC service: auditors read the tenant's log with leaf indices, and get signed
+//! checkpoints and RFC 9162 proofs.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::{Stream, StreamExt};
+use ledger_audit::{Checkpoint, NoteSigner, ProofError};
+use ledger_domain::Role;
+use ledger_proto::v1 as api;
+use ledger_store::{AllRead, EventStore, Position, RecordedEvent, StreamName, StreamRead};
+use tonic::{Request, Response, Status};
+
+use super::{AuditTrees, TreeError};
+use crate::auth::Principal;
+use crate::status;
+
+/// The most events one read returns.
+const MAX_LIMIT: u32 = 1000;
+/// How long a read waits for the trees to cover what the store has acknowledged.
+const COVERAGE_PATIENCE: Duration = Duration::from_secs(10);
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<api::LedgerEvent, Status>> + Send>>;
+
+#[derive(Debug, Clone)]
+pub struct LedgerService {
+    store: Arc<dyn EventStore>,
+    trees: AuditTrees,
+    signer: Arc<NoteSigner>,
+    /// Checkpoint origins are `<origin prefix>/<tenant>`.
+    origin_prefix: String,
+}
+
+impl LedgerService {
+    pub fn new(
+        store: Arc<dyn EventStore>,
+        trees: AuditTrees,
+        signer: NoteSigner,
+        origin_prefix: String,
+    ) -> Self {
+        Self {
+            store,
+            trees,
+            signer: Arc::new(signer),
+            origin_prefix,
+        }
+    }
+
+    /// The caller, who must be an auditor or an admin.
+    fn auditor<T>(request: &Request<T>) -> Result<Principal, Status> {
+        let principal = principal(request)?;
+        if principal.actor.has(Role::Auditor) || principal.actor.has(Role::Admin) {
+            Ok(principal)
+        } else {
+            Err(Status::permission_denied(
+                "the ledger is read by auditors and admins",
+            ))
+        }
+    }
+
+    /// Waits until the trees hold every event acknowledged so far, so leaf indices and
+    /// checkpoints are complete.
+    async fn caught_up(&self) -> Result<(), Status> {
+        let head = self
+            .store
+            .head()
+            .await
+            .map_err(|e| status::from_store(e, "reading the log head"))?;
+        if self.trees.wait_covered(head, COVERAGE_PATIENCE).await {
+            Ok(())
+        } else {
+            Err(Status::unavailable(
+                "the audit trees are catching up with the log; retry shortly",
+            ))
+        }
+    }
+
+    /// Up to `limit` of the tenant's events from leaf `from`.
+    async fn page(
+        &self,
+        tenant: &str,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<api::LedgerEvent>, Status> {
+        let after = match from {
+            0 => None,
+            _ => match self
+                .trees
+                .leaf_position(tenant, from - 1)
+                .await
+                .map_err(tree_status)?
+            {
+                Some(position) => Some(position),
+                None => return Ok(Vec::new()),
+            },
+        };
+        let prefix = format!("{tenant}/");
+        let mut page = Vec::with_capacity(limit.min(1024));
+        let mut cursor = after;
+        while page.len() < limit {
+            let events = (self
+                .store
+                .read_all(AllRead::Forward { after: cursor }, 1024)
+                .await)
+                .map_err(|e| status::from_store(e, "reading the log"))?;
+            let Some(last) = events.last() else { break };
+            cursor = Some(last.position);
+            for event in events
+                .iter()
+                .filter(|e| e.stream.as_str().starts_with(&prefix))
+            {
+                let index = from + page.len() as u64;
+                page.push(ledger_event(event, index));
+                if page.len() == limit {
+                    break;
+                }
+            }
+        }
+        Ok(page)
+    }
+
+    /// The tenant's events from leaf `from`: to the head as of now, or on forever when `live`.
+    async fn follow(&self, tenant: String, from: u64, live: bool) -> Result<EventStream, Status> {
+        self.caught_up().await?;
+        let after = match from {
+            0 => None,
+            _ => self
+                .trees
+                .leaf_position(&tenant, from - 1)
+                .await
+                .map_err(tree_status)?
+                .map(Some)
+                .ok_or_else(|| {
+                    Status::out_of_range(format!("leaf {} is beyond the end of the log", from - 1))
+                })?,
+        };
+        let head = self
+            .store
+            .head()
+            .await
+            .map_err(|e| status::from_store(e, "reading the log head"))?;
+        if !live && head <= after {
+            return Ok(futures::stream::empty().boxed());
+        }
+        let prefix = format!("{tenant}/");
+        let subscription = self.store.subscribe_all(after);
+        // (subscription, next leaf index, finished)
+        let state = (subscription, from, false);
+        let events = futures::stream::unfold(state, move |(mut subscription, index, finished)| {
+            let prefix = prefix.clone();
+            async move {
+                if finished {
+                    return None;
+                }
+                loop {
+                    let event = match subscription.next().await? {
+                        Ok(event) => event,
+                        Err(error) => {
+                            let status = status::from_store(error, "following the log");
+                            return Some((Err(status), (subscription, index, true)));
+                        }
+                    };
+                    // A replay ends with the head as it was when it began.
+                    let at_end = !live && Some(event.position) >= head;
+                    if event.stream.as_str().starts_with(&prefix) {
+                        let item = ledger_event(&event, index);
+                        return Some((Ok(item), (subscription, index + 1, at_end)));
+                    }
+                    if at_end {
+                        return None;
+                    }
+                }
+            }
+        });
+        Ok(events.boxed())
+    }
+}
+
+fn principal<T>(request: &Request<T>) -> Result<Principal, Status> {
+    request
+        .extensions()
+        .get::<Principal>()
+        .cloned()
+        .ok_or_else(|| Status::unauthenticated("missing bearer token"))
+}
+
+fn tree_status(error: TreeError) -> Status {
+    match error {
+        TreeError::Proof(ProofError::IndexOutOfRange { index, size }) => {
+            Status::out_of_range(format!("index {index} is beyond the tree of {size} leaves"))
+        }
+        TreeError::Proof(error) => status::invalid_argument("size", &error.to_string()),
+        error => {
+            tracing::error!(%error, "audit tree failure");
+            Status::internal("internal error")
+        }
+    }
+}
+
+fn ledger_event(event: &RecordedEvent, leaf_index: u64) -> api::LedgerEvent {
+    api::LedgerEvent {
+        leaf_index,
+        stream: event.stream.to_string(),
+        revision: event.revision,
+        position: Some(api::Position {
+            commit: event.position.commit(),
+            prepare: event.position.prepare(),
+        }),
+        event_id: event.id.as_bytes().to_vec(),
+        event_type: event.event_type.clone(),
+        recorded_at_micros: event.recorded_at.as_micros(),
+        metadata: event.metadata.encode(),
+        payload: event.payload.to_vec(),
+    }
+}
+
+fn limit(requested: u32) -> Result<usize, Status> {
+    match requested {
+        0 => Ok(100),
+        n if n <= MAX_LIMIT => Ok(n as usize),
+        _ => Err(status::invalid_argument("limit", "must be at most 1000")),
+    }
+}
+
+#[tonic::async_trait]
+impl api::ledger_server::Ledger for LedgerService {
+    async fn read_stream(
+        &self,
+        request: Request<api::ReadStreamRequest>,
+    ) -> Result<Response<api::ReadEventsResponse>, Status> {
+        let principal = Self::auditor(&request)?;
+        let request = request.into_inner();
+        let limit = limit(request.limit)?;
+        if request.stream.is_empty() || request.stream.contains('/') {
+            return Err(status::invalid_argument(
+                "stream",
+                "name a stream without the tenant prefix",
+            ));
+        }
+        let stream = StreamName::new(format!("{}/{}", principal.tenant, request.stream))
+            .map_err(|e| status::invalid_argument("stream", &e.to_string()))?;
+        let read = match (request.backward, request.from_end) {
+            (false, _) => StreamRead::Forward {
+                from: request.from_revision,
+            },
+            (true, true) => StreamRead::Backward { from: None },
+            (true, false) => StreamRead::Backward {
+                from: Some(request.from_revision),
+            },
+        };
+        self.caught_up().await?;
+        let events = (self.store.read_stream(&stream, read, limit).await)
+            .map_err(|e| status::from_store(e, "reading a stream"))?;
+        let positions: Vec<Position> = events.iter().map(|e| e.position).collect();
+        let indices = self
+            .trees
+            .leaf_indices(principal.tenant.as_str(), positions)
+            .await
+            .map_err(tree_status)?;
+        let events = events
+            .iter()
+            .zip(indices)
+            .map(|(event, index)| {
+                ledger_event(
+                    event,
+                    index.expect("the trees cover every acknowledged event"),
+                )
+            })
+            .collect();
+        Ok(Response::new(api::ReadEventsResponse { events }))
+    }
+
+    async fn read_all(
+        &self,
+        request: Request<api::ReadAllRequest>,
+    ) -> Result<Response<api::ReadEventsResponse>, Status> {
+        let principal = Self::auditor(&request)?;
+        let request = request.into_inner();
+        let limit = limit(request.limit)?;
+        self.caught_up().await?;
+        let events = self
+            .page(principal.tenant.as_str(), request.from_leaf_index, limit)
+            .await?;
+        Ok(Response::new(api::ReadEventsResponse { events }))
+    }
+
+    type ReplayAllStream = EventStream;
+
+    async fn replay_all(
+        &self,
+        request: Request<api::ReplayAllRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let principal = Self::auditor(&request)?;
+        let from = request.into_inner().from_leaf_index;
+        Ok(Response::new(
+            self.follow(principal.tenant.to_string(), from, false)
+                .await?,
+        ))
+    }
+
+    type SubscribeAllStream = EventStream;
+
+    async fn subscribe_all(
+        &self,
+        request: Request<api::ReplayAllRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let principal = Self::auditor(&request)?;
+        let from = request.into_inner().from_leaf_index;
+        Ok(Response::new(
+            self.follow(principal.tenant.to_string(), from, true)
+                .await?,
+        ))
+    }
+
+    async fn get_checkpoint(
+        &self,
+        request: Request<api::GetCheckpointRequest>,
+    ) -> Result<Response<api::SignedCheckpoint>, Status> {
+        let principal = Self::auditor(&request)?;
+        self.caught_up().await?;
+        let (size, root) = self
+            .trees
+            .head(principal.tenant.as_str())
+            .await
+            .map_err(tree_status)?;
+        let timestamp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let origin = format!("{}/{}", self.origin_prefix, principal.tenant);
+        let checkpoint = Checkpoint {
+            origin: origin.clone(),
+            size,
+            root,
+            timestamp,
+        };
+        Ok(Response::new(api::SignedCheckpoint {
+            note: self.signer.sign(&checkpoint),
+            origin,
+            tree_size: size,
+            root_hash: root.to_vec(),
+            timestamp,
+        }))
+    }
+
+    async fn get_inclusion_proof(
+        &self,
+        request: Request<api::GetInclusionProofRequest>,
+    ) -> Result<Response<api::InclusionProof>, Status> {
+        let principal = Self::auditor(&request)?;
+        let api::GetInclusionProofRequest {
+            leaf_index,
+            tree_size,
+        } = request.into_inner();
+        if leaf_index >= tree_size {
+            return Err(status::invalid_argument(
+                "leaf_index",
+                "must be below tree_size",
+            ));
+        }
+        let (leaf, proof) = self
+            .trees
+            .inclusion_proof(principal.tenant.as_str(), leaf_index, tree_size)
+            .await
+            .map_err(tree_status)?;
+        Ok(Response::new(api::InclusionProof {
+            leaf_index,
+            tree_size,
+            leaf_hash: leaf.to_vec(),
+            hashes: proof.iter().map(|h| h.to_vec()).collect(),
+        }))
+    }
+
+    async fn get_consistency_proof(
+        &self,
+        request: Request<api::GetConsistencyProofRequest>,
+    ) -> Result<Response<api::ConsistencyProof>, Status> {
+        let principal = Self::auditor(&request)?;
+        let api::GetConsistencyProofRequest { old_size, new_size } = request.into_inner();
+        if old_size == 0 || old_size > new_size {
+            return Err(status::invalid_argument(
+                "old_size",
+                "must be at least 1 and at most new_size",
+            ));
+        }
+        let proof = self
+            .trees
+            .consistency_proof(principal.tenant.as_str(), old_size, new_size)
+            .await
+            .map_err(tree_status)?;
+        Ok(Response::new(api::ConsistencyProof {
+            old_size,
+            new_size,
+            hashes: proof.iter().map(|h| h.to_vec()).collect(),
+        }))
+    }
+
+    async fn list_access_records(
+        &self,
+        _request: Request<api::ListAccessRecordsRequest>,
+    ) -> Result<Response<api::ListAccessRecordsResponse>, Status> {
+        Err(Status::unimplemented("access records are not recorded yet"))
+    }
+}
