@@ -585,3 +585,133 @@ async fn a_rewritten_history_fails_against_an_older_checkpoint() {
     );
     assert!(out.contains("saved checkpoint"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_read_of_a_persons_data_is_on_record_for_them() {
+    use ledger_proto::v1::sessions_client::SessionsClient;
+    let data_dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(data_dir.path());
+    let service = server.token("acme", "hr-sync", &["service"]);
+    let mut org = OrgDirectoryClient::new(server.channel().await);
+    let unit = api::DefineOrgUnitRequest {
+        command_id: "u".into(),
+        org_unit_id: "sales".into(),
+        name: "Sales".into(),
+        ..Default::default()
+    };
+    org.define_org_unit(authed(&service, unit)).await.unwrap();
+    for person in ["mia", "lee", "ren"] {
+        let register = api::RegisterPersonRequest {
+            command_id: format!("r-{person}"),
+            person_id: person.into(),
+            display_name: person.into(),
+            org_unit_id: "sales".into(),
+            grade: "G2".into(),
+            ..Default::default()
+        };
+        org.register_person(authed(&service, register))
+            .await
+            .unwrap();
+    }
+    let mia = server.token("acme", "mia", &["member"]);
+    let schedule = api::ScheduleSessionRequest {
+        command_id: "s".into(),
+        session_id: "s-1".into(),
+        member_id: "mia".into(),
+        partner_id: "lee".into(),
+        purposes: vec![ledger_domain::pb::Purpose::Growth.into()],
+        hoped_response: ledger_domain::pb::HopedResponse::JustListen.into(),
+        scheduled_at: Some(prost_types::Timestamp {
+            seconds: 1_800_000_000,
+            nanos: 0,
+        }),
+        ..Default::default()
+    };
+    SessionsClient::new(server.channel().await)
+        .schedule_session(authed(&mia, schedule))
+        .await
+        .unwrap();
+
+    let mut client = ledger(&server).await;
+    let auditor = server.token("acme", "audra", &["auditor"]);
+    assert_eq!(all_events(&mut client, &auditor).await.len(), 5);
+    let ren = server.token("acme", "ren", &["member"]);
+    let peek = api::ReadStreamRequest {
+        stream: "session-s-1".into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        client
+            .read_stream(authed(&ren, peek))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::PermissionDenied
+    );
+    let list = |person: &str| api::ListAccessRecordsRequest {
+        person_id: person.into(),
+    };
+    assert_eq!(
+        client
+            .list_access_records(authed(&ren, list("mia")))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::PermissionDenied
+    );
+
+    let records = client
+        .list_access_records(authed(&mia, list("mia")))
+        .await
+        .unwrap()
+        .into_inner()
+        .records;
+    let seen: Vec<_> = records
+        .iter()
+        .map(|r| {
+            (
+                r.reader.as_str(),
+                r.query.rsplit('/').next().unwrap(),
+                r.allowed,
+            )
+        })
+        .collect();
+    assert!(seen.contains(&("audra", "ReplayAll", true)), "{seen:?}");
+    assert!(seen.contains(&("ren", "ReadStream", false)), "{seen:?}");
+    assert!(
+        seen.contains(&("ren", "ListAccessRecords", false)),
+        "{seen:?}"
+    );
+    assert!(
+        seen.contains(&("mia", "ListAccessRecords", true)),
+        "{seen:?}"
+    );
+    assert!(
+        records
+            .iter()
+            .all(|r| r.person_id == "mia" && r.at_micros > 0)
+    );
+    let audra = records.iter().find(|r| r.reader == "audra").unwrap();
+    assert_eq!(audra.reader_roles, ["auditor"]);
+    // lee's record shows the replay too, and nobody else's data was touched by ren.
+    let hr = server.token("acme", "hiro", &["hr"]);
+    let lee = client
+        .list_access_records(authed(&hr, list("lee")))
+        .await
+        .unwrap()
+        .into_inner()
+        .records;
+    assert!(lee.iter().any(|r| r.reader == "audra" && r.allowed));
+    let ren_records = client
+        .list_access_records(authed(&hr, list("ren")))
+        .await
+        .unwrap()
+        .into_inner()
+        .records;
+    assert!(
+        ren_records
+            .iter()
+            .all(|r| r.reader != "ren" || r.query.ends_with("ListAccessRecords")),
+        "{ren_records:?}"
+    );
+}

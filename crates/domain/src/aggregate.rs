@@ -17,6 +17,17 @@ pub enum Role {
 }
 
 impl Role {
+    /// The role's name in tokens.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Member => "member",
+            Self::Hr => "hr",
+            Self::Auditor => "auditor",
+            Self::Admin => "admin",
+            Self::Service => "service",
+        }
+    }
+
     pub fn parse(name: &str) -> Option<Self> {
         Some(match name {
             "member" => Self::Member,

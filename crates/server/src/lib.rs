@@ -1,6 +1,7 @@
 //! The dialogue ledger server: the gRPC services over an event store, and how the binary runs them.
 //! `main.rs` only parses the command line; everything it runs lives here so tests can run it too.
 
+pub mod access;
 pub mod auth;
 pub mod commands;
 pub mod ledger;
@@ -32,6 +33,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
 
+use crate::access::AccessLog;
 use crate::auth::Authenticator;
 use crate::commands::CommandHandler;
 use crate::ledger::{AuditTrees, LedgerService};
@@ -137,7 +139,14 @@ pub async fn serve(
         options.checkpoint_key.as_deref(),
         &options.log_origin,
     )?;
-    let ledger = LedgerService::new(shared_store, trees, signer, options.log_origin.clone());
+    let (access, access_writer) = AccessLog::start(shared_store.clone());
+    let ledger = LedgerService::new(
+        shared_store,
+        trees,
+        signer,
+        options.log_origin.clone(),
+        access,
+    );
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_service_status("", ServingStatus::Serving).await;
@@ -207,6 +216,14 @@ pub async fn serve(
         ),
     }
 
+    // The services are gone: the access log writes what is queued, then the store closes. A
+    // stream cut off by the grace period may still hold the log for a moment: wait only so long.
+    if tokio::time::timeout(options.shutdown_grace, access_writer)
+        .await
+        .is_err()
+    {
+        tracing::warn!("access records still queued at shutdown were not written");
+    }
     store
         .close()
         .await

@@ -7,14 +7,22 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::{Stream, StreamExt};
 use ledger_audit::{Checkpoint, NoteSigner, ProofError};
-use ledger_domain::Role;
+use ledger_domain::{Event, Id, Role, from_timestamp};
 use ledger_proto::v1 as api;
 use ledger_store::{AllRead, EventStore, Position, RecordedEvent, StreamName, StreamRead};
 use tonic::{Request, Response, Status};
 
 use super::{AuditTrees, TreeError};
+use crate::access::{ACCESS_STREAM_KIND, AccessLog, FLUSH_PATIENCE, Whose};
 use crate::auth::Principal;
 use crate::status;
+
+/// Query names in access records.
+const READ_STREAM: &str = "/dialogue.ledger.v1.Ledger/ReadStream";
+const READ_ALL: &str = "/dialogue.ledger.v1.Ledger/ReadAll";
+const REPLAY_ALL: &str = "/dialogue.ledger.v1.Ledger/ReplayAll";
+const SUBSCRIBE_ALL: &str = "/dialogue.ledger.v1.Ledger/SubscribeAll";
+const LIST_ACCESS_RECORDS: &str = "/dialogue.ledger.v1.Ledger/ListAccessRecords";
 
 /// The most events one read returns.
 const MAX_LIMIT: u32 = 1000;
@@ -30,6 +38,7 @@ pub struct LedgerService {
     signer: Arc<NoteSigner>,
     /// Checkpoint origins are `<origin prefix>/<tenant>`.
     origin_prefix: String,
+    access: AccessLog,
 }
 
 impl LedgerService {
@@ -38,20 +47,37 @@ impl LedgerService {
         trees: AuditTrees,
         signer: NoteSigner,
         origin_prefix: String,
+        access: AccessLog,
     ) -> Self {
         Self {
             store,
             trees,
             signer: Arc::new(signer),
             origin_prefix,
+            access,
         }
+    }
+
+    /// Records the reads of the persons whose data `events` hold.
+    async fn record_reads(&self, reader: &Principal, events: &[RecordedEvent], query: &str) {
+        let mut whose = Whose::default();
+        let mut persons = Vec::new();
+        for event in events {
+            persons.extend(whose.new_persons(self.store.as_ref(), event).await);
+        }
+        self.access.record(reader, persons, query, true).await;
     }
 
     /// The caller, who must be an auditor or an admin.
     fn auditor<T>(request: &Request<T>) -> Result<Principal, Status> {
         let principal = principal(request)?;
+        Self::auditor_only(&principal)?;
+        Ok(principal)
+    }
+
+    fn auditor_only(principal: &Principal) -> Result<(), Status> {
         if principal.actor.has(Role::Auditor) || principal.actor.has(Role::Admin) {
-            Ok(principal)
+            Ok(())
         } else {
             Err(Status::permission_denied(
                 "the ledger is read by auditors and admins",
@@ -82,7 +108,7 @@ impl LedgerService {
         tenant: &str,
         from: u64,
         limit: usize,
-    ) -> Result<Vec<api::LedgerEvent>, Status> {
+    ) -> Result<Vec<RecordedEvent>, Status> {
         let after = match from {
             0 => None,
             _ => match self
@@ -106,34 +132,44 @@ impl LedgerService {
                 .map_err(|e| status::from_store(e, "reading the log"))?;
             let Some(last) = events.last() else { break };
             cursor = Some(last.position);
-            for event in events
-                .iter()
-                .filter(|e| e.stream.as_str().starts_with(&prefix))
-            {
-                let index = from + page.len() as u64;
-                page.push(ledger_event(event, index));
-                if page.len() == limit {
-                    break;
-                }
-            }
+            let remaining = limit - page.len();
+            page.extend(
+                events
+                    .into_iter()
+                    .filter(|e| e.stream.as_str().starts_with(&prefix))
+                    .take(remaining),
+            );
         }
         Ok(page)
     }
 
     /// The tenant's events from leaf `from`: to the head as of now, or on forever when `live`.
-    async fn follow(&self, tenant: String, from: u64, live: bool) -> Result<EventStream, Status> {
+    /// Records, as it goes, whose data the reader has been sent.
+    async fn follow(
+        &self,
+        reader: Principal,
+        from: u64,
+        live: bool,
+        query: &'static str,
+    ) -> Result<EventStream, Status> {
         self.caught_up().await?;
+        let tenant = reader.tenant.to_string();
         let after = match from {
             0 => None,
-            _ => self
+            _ => match self
                 .trees
                 .leaf_position(&tenant, from - 1)
                 .await
                 .map_err(tree_status)?
-                .map(Some)
-                .ok_or_else(|| {
-                    Status::out_of_range(format!("leaf {} is beyond the end of the log", from - 1))
-                })?,
+            {
+                Some(position) => Some(position),
+                None => {
+                    return Err(Status::out_of_range(format!(
+                        "leaf {} is beyond the end of the log",
+                        from - 1
+                    )));
+                }
+            },
         };
         let head = self
             .store
@@ -143,37 +179,68 @@ impl LedgerService {
         if !live && head <= after {
             return Ok(futures::stream::empty().boxed());
         }
-        let prefix = format!("{tenant}/");
-        let subscription = self.store.subscribe_all(after);
-        // (subscription, next leaf index, finished)
-        let state = (subscription, from, false);
-        let events = futures::stream::unfold(state, move |(mut subscription, index, finished)| {
-            let prefix = prefix.clone();
-            async move {
-                if finished {
-                    return None;
+        let follower = Follower {
+            subscription: self.store.subscribe_all(after),
+            prefix: format!("{tenant}/"),
+            index: from,
+            end: (!live).then_some(head).flatten(),
+            finished: false,
+            reader,
+            query,
+            whose: Whose::default(),
+            service: self.clone(),
+        };
+        Ok(futures::stream::unfold(follower, Follower::next).boxed())
+    }
+}
+
+/// The state of a replay or subscription.
+struct Follower {
+    subscription: ledger_store::EventSubscription,
+    prefix: String,
+    /// The next leaf index.
+    index: u64,
+    /// A replay ends with the head as it was when it began; a subscription has no end.
+    end: Option<Position>,
+    finished: bool,
+    reader: Principal,
+    query: &'static str,
+    whose: Whose,
+    service: LedgerService,
+}
+
+impl Follower {
+    async fn next(mut self) -> Option<(Result<api::LedgerEvent, Status>, Self)> {
+        if self.finished {
+            return None;
+        }
+        loop {
+            let event = match self.subscription.next().await? {
+                Ok(event) => event,
+                Err(error) => {
+                    self.finished = true;
+                    return Some((Err(status::from_store(error, "following the log")), self));
                 }
-                loop {
-                    let event = match subscription.next().await? {
-                        Ok(event) => event,
-                        Err(error) => {
-                            let status = status::from_store(error, "following the log");
-                            return Some((Err(status), (subscription, index, true)));
-                        }
-                    };
-                    // A replay ends with the head as it was when it began.
-                    let at_end = !live && Some(event.position) >= head;
-                    if event.stream.as_str().starts_with(&prefix) {
-                        let item = ledger_event(&event, index);
-                        return Some((Ok(item), (subscription, index + 1, at_end)));
-                    }
-                    if at_end {
-                        return None;
-                    }
-                }
+            };
+            let at_end = self.end.is_some_and(|end| event.position >= end);
+            if event.stream.as_str().starts_with(&self.prefix) {
+                let persons = self
+                    .whose
+                    .new_persons(self.service.store.as_ref(), &event)
+                    .await;
+                self.service
+                    .access
+                    .record(&self.reader, persons, self.query, true)
+                    .await;
+                let item = ledger_event(&event, self.index);
+                self.index += 1;
+                self.finished = at_end;
+                return Some((Ok(item), self));
             }
-        });
-        Ok(events.boxed())
+            if at_end {
+                return None;
+            }
+        }
     }
 }
 
@@ -229,7 +296,7 @@ impl api::ledger_server::Ledger for LedgerService {
         &self,
         request: Request<api::ReadStreamRequest>,
     ) -> Result<Response<api::ReadEventsResponse>, Status> {
-        let principal = Self::auditor(&request)?;
+        let caller = principal(&request)?;
         let request = request.into_inner();
         let limit = limit(request.limit)?;
         if request.stream.is_empty() || request.stream.contains('/') {
@@ -238,7 +305,7 @@ impl api::ledger_server::Ledger for LedgerService {
                 "name a stream without the tenant prefix",
             ));
         }
-        let stream = StreamName::new(format!("{}/{}", principal.tenant, request.stream))
+        let stream = StreamName::new(format!("{}/{}", caller.tenant, request.stream))
             .map_err(|e| status::invalid_argument("stream", &e.to_string()))?;
         let read = match (request.backward, request.from_end) {
             (false, _) => StreamRead::Forward {
@@ -252,10 +319,26 @@ impl api::ledger_server::Ledger for LedgerService {
         self.caught_up().await?;
         let events = (self.store.read_stream(&stream, read, limit).await)
             .map_err(|e| status::from_store(e, "reading a stream"))?;
+        if let Err(denied) = Self::auditor_only(&caller) {
+            // Whose data was asked for is recorded, even though none is sent.
+            let persons = match events.first() {
+                Some(event) => {
+                    Whose::default()
+                        .new_persons(self.store.as_ref(), event)
+                        .await
+                }
+                None => Vec::new(),
+            };
+            self.access
+                .record(&caller, persons, READ_STREAM, false)
+                .await;
+            return Err(denied);
+        }
+        self.record_reads(&caller, &events, READ_STREAM).await;
         let positions: Vec<Position> = events.iter().map(|e| e.position).collect();
         let indices = self
             .trees
-            .leaf_indices(principal.tenant.as_str(), positions)
+            .leaf_indices(caller.tenant.as_str(), positions)
             .await
             .map_err(tree_status)?;
         let events = events
@@ -279,9 +362,12 @@ impl api::ledger_server::Ledger for LedgerService {
         let request = request.into_inner();
         let limit = limit(request.limit)?;
         self.caught_up().await?;
-        let events = self
-            .page(principal.tenant.as_str(), request.from_leaf_index, limit)
-            .await?;
+        let from = request.from_leaf_index;
+        let events = self.page(principal.tenant.as_str(), from, limit).await?;
+        self.record_reads(&principal, &events, READ_ALL).await;
+        let events = (events.iter().enumerate())
+            .map(|(i, event)| ledger_event(event, from + i as u64))
+            .collect();
         Ok(Response::new(api::ReadEventsResponse { events }))
     }
 
@@ -294,8 +380,7 @@ impl api::ledger_server::Ledger for LedgerService {
         let principal = Self::auditor(&request)?;
         let from = request.into_inner().from_leaf_index;
         Ok(Response::new(
-            self.follow(principal.tenant.to_string(), from, false)
-                .await?,
+            self.follow(principal, from, false, REPLAY_ALL).await?,
         ))
     }
 
@@ -308,8 +393,7 @@ impl api::ledger_server::Ledger for LedgerService {
         let principal = Self::auditor(&request)?;
         let from = request.into_inner().from_leaf_index;
         Ok(Response::new(
-            self.follow(principal.tenant.to_string(), from, true)
-                .await?,
+            self.follow(principal, from, true, SUBSCRIBE_ALL).await?,
         ))
     }
 
@@ -398,8 +482,56 @@ impl api::ledger_server::Ledger for LedgerService {
 
     async fn list_access_records(
         &self,
-        _request: Request<api::ListAccessRecordsRequest>,
+        request: Request<api::ListAccessRecordsRequest>,
     ) -> Result<Response<api::ListAccessRecordsResponse>, Status> {
-        Err(Status::unimplemented("access records are not recorded yet"))
+        let caller = principal(&request)?;
+        let person =
+            Id::parse("person_id", &request.into_inner().person_id).map_err(status::from_domain)?;
+        let actor = &caller.actor;
+        let own = actor.has(Role::Member) && actor.subject == person.as_str();
+        let allowed = own
+            || [Role::Hr, Role::Auditor, Role::Admin]
+                .iter()
+                .any(|role| actor.has(*role));
+        self.access
+            .record(&caller, [person.to_string()], LIST_ACCESS_RECORDS, allowed)
+            .await;
+        if !allowed {
+            return Err(Status::permission_denied(
+                "access records are read by the person themself, hr, auditors and admins",
+            ));
+        }
+        if tokio::time::timeout(FLUSH_PATIENCE, self.access.flush())
+            .await
+            .is_err()
+        {
+            return Err(Status::unavailable(
+                "access records are still being written; retry shortly",
+            ));
+        }
+        let stream = StreamName::new(caller.tenant.stream(ACCESS_STREAM_KIND, person.as_str()))
+            .map_err(|e| status::invalid_argument("person_id", &e.to_string()))?;
+        let stored = (self
+            .store
+            .read_stream(&stream, StreamRead::Forward { from: 0 }, usize::MAX)
+            .await)
+            .map_err(|e| status::from_store(e, "reading access records"))?;
+        let records = stored
+            .iter()
+            .filter_map(
+                |event| match Event::decode(&event.event_type, &event.payload) {
+                    Ok(Some(Event::AccessRecorded(r))) => Some(api::AccessRecord {
+                        reader: r.reader,
+                        reader_roles: r.reader_roles,
+                        person_id: r.person_id,
+                        query: r.query,
+                        allowed: r.allowed,
+                        at_micros: r.at.as_ref().map_or(0, from_timestamp),
+                    }),
+                    _ => None,
+                },
+            )
+            .collect();
+        Ok(Response::new(api::ListAccessRecordsResponse { records }))
     }
 }
