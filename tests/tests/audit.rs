@@ -715,3 +715,65 @@ async fn every_read_of_a_persons_data_is_on_record_for_them() {
         "{ren_records:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_servers_data_directory_verifies_offline() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(data_dir.path());
+    write_events(&server, "acme", "a", 20).await;
+    let auditor = server.token("acme", "audra", &["auditor"]);
+    let mut client = ledger(&server).await;
+    let saved = client
+        .get_checkpoint(authed(&auditor, api::GetCheckpointRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(server.terminate().await.success());
+    let saved_path = data_dir.path().join("saved.txt");
+    std::fs::write(&saved_path, &saved.note).unwrap();
+    let key = verifier_key(data_dir.path());
+
+    let offline = || {
+        let output = Command::new(server_binary())
+            .args([
+                "verify",
+                "--tenant",
+                "acme",
+                "--key",
+                &key,
+                "--checkpoint",
+                saved_path.to_str().unwrap(),
+            ])
+            .arg("--data-dir")
+            .arg(data_dir.path())
+            .output()
+            .unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+        )
+    };
+    let (ok, out) = offline();
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("20 leaves recomputed") && out.contains("saved checkpoint of 20"),
+        "{out}"
+    );
+
+    let db = rusqlite::Connection::open(data_dir.path().join("events.db")).unwrap();
+    let mut payload: Vec<u8> = db
+        .query_row("SELECT payload FROM events WHERE position = 8", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    payload[0] ^= 0x80;
+    db.execute(
+        "UPDATE events SET payload = ?1 WHERE position = 8",
+        [payload],
+    )
+    .unwrap();
+    drop(db);
+    let (ok, out) = offline();
+    assert!(!ok, "tampering went unnoticed offline: {out}");
+    assert!(out.contains("first bad leaf index 7"), "{out}");
+}

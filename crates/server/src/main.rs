@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use dialogue_ledger::auth::{Claims, DEFAULT_AUDIENCE, DEFAULT_ISSUER, LocalKeys};
-use dialogue_ledger::verify::{Verdict, VerifyOptions};
+use dialogue_ledger::verify::{OfflineOptions, Verdict, VerifyOptions};
 use dialogue_ledger::{
     AuthOptions, DEFAULT_DATA_DIR, DEFAULT_LISTEN, DEFAULT_LOG_ORIGIN, DEFAULT_SHUTDOWN_GRACE_SECS,
     ServeOptions,
@@ -60,11 +60,21 @@ enum Command {
     /// signed checkpoint and consistency with a saved one; exits non-zero on any mismatch.
     Verify {
         /// The server's gRPC URL.
-        #[arg(long, default_value = "http://127.0.0.1:50051")]
+        #[arg(
+            long,
+            default_value = "http://127.0.0.1:50051",
+            conflicts_with = "data_dir"
+        )]
         server: String,
-        /// A bearer token of an auditor of the tenant.
-        #[arg(long, env = "LEDGER_TOKEN")]
-        token: String,
+        /// A bearer token of an auditor of the tenant (with --server).
+        #[arg(long, env = "LEDGER_TOKEN", required_unless_present = "data_dir")]
+        token: Option<String>,
+        /// Verifies a stopped server's data directory instead of asking a server.
+        #[arg(long, requires = "tenant")]
+        data_dir: Option<PathBuf>,
+        /// The tenant whose log to verify (with --data-dir).
+        #[arg(long)]
+        tenant: Option<String>,
         /// The checkpoint verifier key, as `checkpoint-key` prints it.
         #[arg(long, env = "LEDGER_CHECKPOINT_VERIFIER_KEY")]
         key: String,
@@ -161,19 +171,37 @@ async fn main() -> anyhow::Result<()> {
         Command::Verify {
             server,
             token,
+            data_dir,
+            tenant,
             key,
             checkpoint,
             save_checkpoint,
         } => {
-            let options = VerifyOptions {
-                server,
-                token,
-                key,
-                saved: checkpoint,
-                save: save_checkpoint,
-                progress: true,
+            let verdict = match (data_dir, tenant, token) {
+                (Some(data_dir), Some(tenant), _) => {
+                    let options = OfflineOptions {
+                        data_dir,
+                        tenant,
+                        key,
+                        saved: checkpoint,
+                    };
+                    dialogue_ledger::verify::verify_data_dir(&options).await?
+                }
+                (None, _, Some(token)) => {
+                    let saved = checkpoint;
+                    let save = save_checkpoint;
+                    let options = VerifyOptions {
+                        server,
+                        token,
+                        key,
+                        saved,
+                        save,
+                        progress: true,
+                    };
+                    dialogue_ledger::verify::verify(&options).await?
+                }
+                _ => anyhow::bail!("give --server and --token, or --data-dir and --tenant"),
             };
-            let verdict = dialogue_ledger::verify::verify(&options).await?;
             println!("{verdict}");
             if matches!(verdict, Verdict::Failed { .. }) {
                 std::process::exit(1);

@@ -13,6 +13,7 @@ use ledger_audit::{
 };
 use ledger_proto::v1 as api;
 use ledger_proto::v1::ledger_client::LedgerClient;
+use ledger_store::EventStore;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status};
@@ -37,11 +38,12 @@ pub struct VerifyOptions {
 /// The outcome: every check passed, or the first that failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
+    /// Every check passed; `checks` says what the recomputed tree was found to match.
     Verified {
         origin: String,
         leaves: u64,
         root: Hash,
-        extends_saved: Option<u64>,
+        checks: Vec<String>,
     },
     Failed {
         reason: String,
@@ -57,17 +59,14 @@ impl std::fmt::Display for Verdict {
                 origin,
                 leaves,
                 root,
-                extends_saved,
+                checks,
             } => {
                 let root = base64::engine::general_purpose::STANDARD.encode(root);
+                let checks = checks.join("; ");
                 write!(
                     f,
-                    "VERIFIED {origin}: {leaves} leaves recomputed, root {root} matches the signed checkpoint"
-                )?;
-                if let Some(size) = extends_saved {
-                    write!(f, "; consistent with the saved checkpoint of {size} leaves")?;
-                }
-                Ok(())
+                    "VERIFIED {origin}: {leaves} leaves recomputed, root {root}; {checks}"
+                )
             }
             Self::Failed {
                 reason,
@@ -183,7 +182,7 @@ pub async fn verify(options: &VerifyOptions) -> anyhow::Result<Verdict> {
         return Ok(failed(reason, Some(first_bad)));
     }
 
-    let mut extends_saved = None;
+    let mut checks = vec!["matches the signed checkpoint".to_owned()];
     if let Some(saved) = saved {
         if saved.size > checkpoint.size {
             return Ok(failed(
@@ -206,7 +205,10 @@ pub async fn verify(options: &VerifyOptions) -> anyhow::Result<Verdict> {
                 None,
             ));
         }
-        extends_saved = Some(saved.size);
+        checks.push(format!(
+            "consistent with the saved checkpoint of {} leaves",
+            saved.size
+        ));
     }
     if let Some(path) = &options.save {
         std::fs::write(path, &signed.note)
@@ -216,7 +218,7 @@ pub async fn verify(options: &VerifyOptions) -> anyhow::Result<Verdict> {
         origin: checkpoint.origin,
         leaves: checkpoint.size,
         root: checkpoint.root,
-        extends_saved,
+        checks,
     })
 }
 
@@ -325,4 +327,99 @@ async fn first_bad_leaf(
         }
     }
     Ok(bad - 1)
+}
+
+/// What to verify offline: a stopped server's data directory (or a copy of it).
+#[derive(Debug, Clone)]
+pub struct OfflineOptions {
+    pub data_dir: PathBuf,
+    pub tenant: String,
+    /// The checkpoint verifier key, to check a saved checkpoint.
+    pub key: String,
+    /// A checkpoint saved earlier, which the log must extend.
+    pub saved: Option<PathBuf>,
+}
+
+/// Recomputes the tenant's tree from the data directory's event log and checks it against the
+/// stored audit tree and a saved checkpoint. The server must not be running on the directory.
+pub async fn verify_data_dir(options: &OfflineOptions) -> anyhow::Result<Verdict> {
+    let verifier = NoteVerifier::parse(&options.key).context("malformed verifier key")?;
+    let store = ledger_store_embedded::EmbeddedStore::open(&options.data_dir).context(
+        "cannot open the data directory's event log (stop the server, or verify with --server)",
+    )?;
+    let prefix = format!("{}/", options.tenant);
+    let mut leaves = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .read_all(ledger_store::AllRead::Forward { after }, 4096)
+            .await?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.position);
+        leaves.extend(
+            page.iter()
+                .filter(|e| e.stream.as_str().starts_with(&prefix))
+                .map(ledger_audit::event_leaf_hash),
+        );
+    }
+    store.close().await?;
+    let size = leaves.len() as u64;
+    let origin = format!("the log of tenant {}", options.tenant);
+    let mut checks = Vec::new();
+
+    let trees = crate::ledger::AuditTrees::open(&options.data_dir)?;
+    let stored = trees.leaf_hashes(&options.tenant).await?;
+    if let Some(bad) = (0..stored.len()).find(|&i| leaves.get(i) != Some(&stored[i])) {
+        return Ok(failed(
+            "the event log differs from the stored audit tree",
+            Some(bad as u64),
+        ));
+    }
+    checks.push(format!(
+        "the stored audit tree's {} leaves match",
+        stored.len()
+    ));
+
+    if let Some(path) = &options.saved {
+        let note = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let saved = match verifier.verify(&note) {
+            Ok(saved) => saved,
+            Err(error) => {
+                return Ok(failed(
+                    format!("the saved checkpoint does not verify: {error}"),
+                    None,
+                ));
+            }
+        };
+        if !saved.origin.ends_with(&format!("/{}", options.tenant)) {
+            return Ok(failed(
+                format!("the saved checkpoint is of another log ({})", saved.origin),
+                None,
+            ));
+        }
+        if saved.size > size {
+            return Ok(failed(
+                format!("the log shrank from {} to {size} leaves", saved.size),
+                Some(size),
+            ));
+        }
+        if root_of(&leaves, saved.size) != saved.root {
+            return Ok(failed(
+                "the log no longer matches the saved checkpoint",
+                None,
+            ));
+        }
+        checks.push(format!(
+            "consistent with the saved checkpoint of {} leaves",
+            saved.size
+        ));
+    }
+    let root = root_of(&leaves, size);
+    Ok(Verdict::Verified {
+        origin,
+        leaves: size,
+        root,
+        checks,
+    })
 }

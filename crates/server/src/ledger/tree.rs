@@ -379,6 +379,22 @@ impl AuditTrees {
     }
 }
 
+impl AuditTrees {
+    /// Every stored leaf hash of the tenant, in order (for offline verification).
+    pub async fn leaf_hashes(&self, tenant: &str) -> Result<Vec<Hash>, TreeError> {
+        let tenant = tenant.to_owned();
+        self.read(move |connection| {
+            let mut select = connection
+                .prepare("SELECT hash FROM nodes WHERE tenant = ?1 AND level = 0 ORDER BY idx")?;
+            let hashes = select.query_map([&tenant], |row| row.get::<_, Vec<u8>>(0))?;
+            hashes
+                .map(|hash| Hash::try_from(hash?).map_err(|_| TreeError::Missing))
+                .collect()
+        })
+        .await
+    }
+}
+
 fn tree_size(connection: &Connection, tenant: &str) -> Result<u64, TreeError> {
     let size: Option<i64> = connection
         .prepare_cached("SELECT size FROM trees WHERE tenant = ?1")?
