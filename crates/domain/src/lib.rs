@@ -30,7 +30,7 @@ pub use insight::{Insight, InsightCommand};
 pub use org::{OrgUnit, OrgUnitCommand, PersonCommand};
 pub use session::{Session, SessionCommand, SessionStatus};
 pub use sharing::default_scopes;
-pub use survey::{SurveyCommand, SurveyResult};
+pub use survey::{SurveyCommand, SurveyResult, period as check_period};
 pub use time::{Micros, from_timestamp, to_timestamp};
 
 /// The protobuf messages the domain speaks: stored events and API commands.

@@ -14,8 +14,8 @@ pub enum SurveyCommand {
     Record(api::RecordSurveyResultRequest),
 }
 
-/// Checks a period such as `2026`, `2026-H2`, `2026-Q4` or `2026-11`.
-pub(crate) fn period(field: &str, value: &str) -> Result<(), DomainError> {
+/// Checks a period such as `2026`, `2026-H2`, `2026-Q4` or `2026-11` given in request field `field`.
+pub fn period(field: &str, value: &str) -> Result<(), DomainError> {
     let (year, rest) = value.split_at_checked(4).unwrap_or(("", ""));
     let year_ok = year.len() == 4 && year.chars().all(|c| c.is_ascii_digit());
     let rest_ok = match rest.strip_prefix('-') {

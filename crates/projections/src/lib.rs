@@ -1,0 +1,12 @@
+//! Projections fold the event log into read models (documents), each with its own checkpoint
+//! committed in the same transaction as its documents, so a restart never loses or doubles an
+//! event's effect. A projection whose version changed is rebuilt from position zero.
+
+mod documents;
+pub mod evaluation;
+mod period;
+mod runner;
+
+pub use documents::{Checkpoint, DocumentStore, Documents, EmbeddedDocuments, Error, Write};
+pub use period::{enclosing, periods_of};
+pub use runner::{Applied, Projection, ProjectionRunner, ProjectionStatus};

@@ -1,0 +1,263 @@
+//! The evaluation brief, given events: what it shows, and what it must never show.
+
+use ledger_domain::{Event, pb, to_timestamp};
+use ledger_projections::evaluation::{BRIEFS, Brief, EvaluationBriefs, brief_key};
+use ledger_projections::{Applied, Documents, EmbeddedDocuments, Projection};
+use ledger_store::Position;
+use uuid::Uuid;
+
+use pb::{InsightKind as Kind, Relationship as R, SharingScope as S};
+
+/// 2026-12-01T10:00:00Z
+const DEC_1: i64 = 1_796_119_200_000_000;
+
+/// Folds `events` (each recorded at DEC_1) and returns mia's brief for `period` with the ids given
+/// to the events, in order.
+fn brief_after(events: Vec<Event>, member: &str, period: &str) -> (Brief, Vec<Uuid>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedDocuments::open(dir.path()).unwrap();
+    let mut documents = Documents::new(&store);
+    let ids: Vec<Uuid> = events.iter().map(|_| Uuid::new_v4()).collect();
+    for (i, (event, id)) in events.iter().zip(&ids).enumerate() {
+        let applied = Applied {
+            event,
+            id: *id,
+            tenant: "acme",
+            recorded_at: DEC_1,
+            position: Position::from_sequence(i as u64 + 1),
+        };
+        EvaluationBriefs.apply(applied, &mut documents).unwrap();
+    }
+    let brief = documents
+        .get(BRIEFS, &brief_key("acme", member, period))
+        .unwrap()
+        .unwrap_or_default();
+    (brief, ids)
+}
+
+fn scheduled(session: &str, partner: &str, relationship: R, purposes: &[pb::Purpose]) -> Event {
+    pb::SessionScheduled {
+        session_id: session.into(),
+        member_id: "mia".into(),
+        partner_id: partner.into(),
+        relationship: relationship.into(),
+        purposes: purposes.iter().map(|p| (*p).into()).collect(),
+        scheduled_at: Some(to_timestamp(DEC_1)),
+        ..Default::default()
+    }
+    .into()
+}
+
+fn held(session: &str) -> Event {
+    pb::SessionHeld {
+        session_id: session.into(),
+        held_at: Some(to_timestamp(DEC_1)),
+        duration_minutes: 30,
+    }
+    .into()
+}
+
+fn insight(id: &str, kind: Kind, scopes: &[S], relationship: R) -> Event {
+    pb::InsightRecorded {
+        insight_id: id.into(),
+        subject_id: "mia".into(),
+        session_id: "s-1".into(),
+        recorded_by: "ada".into(),
+        kind: kind.into(),
+        tags: vec!["python".into()],
+        text: format!("text of {id}"),
+        scopes: scopes.iter().map(|s| (*s).into()).collect(),
+        relationship: relationship.into(),
+    }
+    .into()
+}
+
+#[test]
+fn goals_show_with_their_timeline_in_their_period_and_the_enclosing_ones() {
+    let set = pb::GoalSet {
+        goal_id: "g-1".into(),
+        owner_id: "mia".into(),
+        period: "2026-H2".into(),
+        kind: pb::GoalKind::Growth.into(),
+        title: "Lead the guild".into(),
+        ..Default::default()
+    };
+    let progress = pb::GoalProgressRecorded {
+        goal_id: "g-1".into(),
+        key_result_id: "kr-1".into(),
+        value: 2.0,
+        ..Default::default()
+    };
+    let reflected = pb::GoalReflected {
+        goal_id: "g-1".into(),
+        text: "teaching helps".into(),
+        ..Default::default()
+    };
+    let completed = pb::GoalCompleted {
+        goal_id: "g-1".into(),
+        ..Default::default()
+    };
+    let events = vec![
+        set.into(),
+        progress.into(),
+        reflected.into(),
+        completed.into(),
+    ];
+    for period in ["2026-H2", "2026"] {
+        let (brief, ids) = brief_after(events.clone(), "mia", period);
+        let goal = &brief.goals["g-1"];
+        assert_eq!(
+            (goal.title.as_str(), goal.status.as_str()),
+            ("Lead the guild", "completed")
+        );
+        assert_eq!(goal.progress.len(), 1);
+        assert_eq!(
+            (goal.progress[0].value, goal.progress[0].event_id),
+            (2.0, ids[1])
+        );
+        assert_eq!(goal.reflections, ["teaching helps"]);
+        assert_eq!(goal.event_ids, ids, "provenance");
+    }
+    assert!(
+        brief_after(events.clone(), "mia", "2026-H1")
+            .0
+            .goals
+            .is_empty()
+    );
+    assert!(brief_after(events, "lee", "2026-H2").0.goals.is_empty());
+}
+
+#[test]
+fn held_sessions_are_counted_by_purpose_and_relationship_without_content() {
+    let events = vec![
+        scheduled(
+            "s-1",
+            "lee",
+            R::VerticalDirect,
+            &[pb::Purpose::Growth, pb::Purpose::CareerAutonomy],
+        ),
+        scheduled("s-2", "ada", R::Diagonal, &[pb::Purpose::CareerAutonomy]),
+        scheduled("s-3", "ren", R::Horizontal, &[pb::Purpose::Growth]),
+        held("s-1"),
+        held("s-2"),
+    ];
+    let (brief, ids) = brief_after(events, "mia", "2026-Q4");
+    assert_eq!(
+        brief.purposes["PURPOSE_GROWTH"].count, 1,
+        "s-3 was never held"
+    );
+    assert_eq!(brief.purposes["PURPOSE_CAREER_AUTONOMY"].count, 2);
+    assert_eq!(
+        brief.purposes["PURPOSE_CAREER_AUTONOMY"].event_ids,
+        [ids[3], ids[4]]
+    );
+    assert_eq!(brief.relationships["RELATIONSHIP_VERTICAL_DIRECT"].count, 1);
+    assert_eq!(brief.relationships["RELATIONSHIP_DIAGONAL"].count, 1);
+    assert!(!brief.relationships.contains_key("RELATIONSHIP_HORIZONTAL"));
+    assert!(brief.insights.is_empty());
+}
+
+#[test]
+fn a_diagonal_insight_never_reaches_the_brief_unless_shared_for_evaluation() {
+    let diagonal = insight(
+        "i-1",
+        Kind::CareerAspiration,
+        &[S::Participants],
+        R::Diagonal,
+    );
+    let (brief, _) = brief_after(vec![diagonal.clone()], "mia", "2026");
+    assert!(
+        brief.insights.is_empty(),
+        "a participants-only insight reached the brief"
+    );
+    let staffing = pb::InsightShared {
+        insight_id: "i-1".into(),
+        added: vec![S::Staffing.into()],
+        ..Default::default()
+    };
+    let (brief, _) = brief_after(vec![diagonal.clone(), staffing.into()], "mia", "2026");
+    assert!(
+        brief.insights.is_empty(),
+        "an insight shared for staffing reached the brief"
+    );
+
+    let evaluation = pb::InsightShared {
+        insight_id: "i-1".into(),
+        added: vec![S::Evaluation.into()],
+        ..Default::default()
+    };
+    let (brief, ids) = brief_after(vec![diagonal, evaluation.into()], "mia", "2026-12");
+    let shown = &brief.insights["i-1"];
+    assert_eq!(
+        (shown.text.as_str(), &shown.event_ids),
+        ("text of i-1", &ids)
+    );
+}
+
+#[test]
+fn narrowing_or_retracting_takes_an_insight_out_of_every_brief() {
+    let shared = insight(
+        "i-1",
+        Kind::Strength,
+        &[S::Participants, S::Evaluation],
+        R::VerticalDirect,
+    );
+    assert!(
+        brief_after(vec![shared.clone()], "mia", "2026")
+            .0
+            .insights
+            .contains_key("i-1")
+    );
+    let narrowed = pb::InsightNarrowed {
+        insight_id: "i-1".into(),
+        removed: vec![S::Evaluation.into()],
+        ..Default::default()
+    };
+    let retracted = pb::InsightRetracted {
+        insight_id: "i-1".into(),
+        ..Default::default()
+    };
+    for withdrawal in [Event::from(narrowed), Event::from(retracted)] {
+        for period in ["2026", "2026-H2", "2026-Q4", "2026-12"] {
+            let (brief, _) = brief_after(vec![shared.clone(), withdrawal.clone()], "mia", period);
+            assert!(
+                brief.insights.is_empty(),
+                "{withdrawal:?} left the insight in {period}"
+            );
+        }
+    }
+}
+
+#[test]
+fn action_items_count_for_their_owner() {
+    let agreed = |item: &str| -> Event {
+        pb::ActionItemAgreed {
+            session_id: "s-1".into(),
+            item_id: item.into(),
+            owner_id: "mia".into(),
+            ..Default::default()
+        }
+        .into()
+    };
+    let completed = pb::ActionItemCompleted {
+        session_id: "s-1".into(),
+        item_id: "a-1".into(),
+        ..Default::default()
+    };
+    let dropped = pb::ActionItemDropped {
+        session_id: "s-1".into(),
+        item_id: "a-2".into(),
+        ..Default::default()
+    };
+    let events = vec![
+        agreed("a-1"),
+        agreed("a-2"),
+        agreed("a-3"),
+        completed.into(),
+        dropped.into(),
+    ];
+    let (brief, ids) = brief_after(events, "mia", "2026-12");
+    let follow = &brief.follow_through;
+    assert_eq!((follow.agreed, follow.completed, follow.dropped), (3, 1, 1));
+    assert_eq!(follow.event_ids, ids);
+}
