@@ -148,7 +148,7 @@ fn chain(world: &World, person: &str, at: Micros) -> Vec<String> {
 }
 
 /// Whether `candidate` is in `person`'s manager chain as of `at`.
-pub(crate) fn manages(world: &World, candidate: &str, person: &str, at: Micros) -> bool {
+pub fn manages(world: &World, candidate: &str, person: &str, at: Micros) -> bool {
     chain(world, person, at)
         .iter()
         .any(|manager| manager == candidate)

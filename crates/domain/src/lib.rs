@@ -21,7 +21,7 @@ mod survey;
 mod time;
 
 pub use aggregate::{Actor, Aggregate, Context, Policy, References, Role, World};
-pub use directory::{Classification, PersonRecord, PersonState, classify};
+pub use directory::{Classification, PersonRecord, PersonState, classify, manages};
 pub use error::DomainError;
 pub use event::Event;
 pub use goal::{Goal, GoalCommand};

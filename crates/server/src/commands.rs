@@ -236,7 +236,11 @@ impl CommandHandler {
 
     /// Loads what a decision consults: the referenced org units and sessions, the referenced
     /// people (and the sessions' participants) and everyone in their manager chains.
-    async fn load_world(&self, tenant: &TenantId, references: References) -> Result<World, Status> {
+    pub async fn load_world(
+        &self,
+        tenant: &TenantId,
+        references: References,
+    ) -> Result<World, Status> {
         let mut world = World::default();
         for unit in valid(&references.org_units) {
             let loaded = self

@@ -5,6 +5,7 @@ pub mod access;
 pub mod auth;
 pub mod commands;
 pub mod ledger;
+pub mod read_models;
 pub mod services;
 pub mod status;
 pub mod verify;
@@ -19,10 +20,13 @@ use std::sync::Arc;
 use anyhow::Context;
 use ledger_audit::NoteSigner;
 use ledger_domain::Policy;
+use ledger_projections::evaluation::EvaluationBriefs;
+use ledger_projections::{DocumentStore, EmbeddedDocuments, ProjectionRunner};
 use ledger_proto::v1::goals_server::GoalsServer;
 use ledger_proto::v1::insights_server::InsightsServer;
 use ledger_proto::v1::ledger_server::LedgerServer;
 use ledger_proto::v1::org_directory_server::OrgDirectoryServer;
+use ledger_proto::v1::read_models_server::ReadModelsServer;
 use ledger_proto::v1::sessions_server::SessionsServer;
 use ledger_proto::v1::surveys_server::SurveysServer;
 use ledger_store::EventStore;
@@ -37,16 +41,18 @@ use crate::access::AccessLog;
 use crate::auth::Authenticator;
 use crate::commands::CommandHandler;
 use crate::ledger::{AuditTrees, LedgerService};
+use crate::read_models::ReadModelsService;
 use crate::services::CommandService;
 
 /// The ledger's own services, by their full gRPC names (for health checks).
-pub const SERVICES: [&str; 6] = [
+pub const SERVICES: [&str; 7] = [
     "dialogue.ledger.v1.OrgDirectory",
     "dialogue.ledger.v1.Sessions",
     "dialogue.ledger.v1.Insights",
     "dialogue.ledger.v1.Goals",
     "dialogue.ledger.v1.Surveys",
     "dialogue.ledger.v1.Ledger",
+    "dialogue.ledger.v1.ReadModels",
 ];
 
 /// The checkpoint origin prefix and signing key name unless configured.
@@ -131,7 +137,7 @@ pub async fn serve(
     };
     let shared_store: Arc<dyn EventStore> = Arc::new(store.clone());
     let handler = Arc::new(CommandHandler::new(shared_store.clone(), policy));
-    let commands = CommandService::new(handler);
+    let commands = CommandService::new(handler.clone());
     let trees = AuditTrees::open(&options.data_dir).context("cannot open the audit trees")?;
     let follower = trees.spawn_follower(shared_store.clone());
     let signer = checkpoint_signer(
@@ -141,12 +147,27 @@ pub async fn serve(
     )?;
     let (access, access_writer) = AccessLog::start(shared_store.clone());
     let ledger = LedgerService::new(
-        shared_store,
+        shared_store.clone(),
         trees,
         signer,
         options.log_origin.clone(),
-        access,
+        access.clone(),
     );
+    let documents: Arc<dyn DocumentStore> = Arc::new(
+        EmbeddedDocuments::open(&options.data_dir).context("cannot open the read models")?,
+    );
+    let briefs = ProjectionRunner::new(shared_store.clone(), documents.clone());
+    let projection = tokio::spawn({
+        let briefs = briefs.clone();
+        async move {
+            let result = briefs.run(Arc::new(EvaluationBriefs)).await;
+            if let Err(error) = &result {
+                tracing::error!(%error, "the evaluation brief projection stopped");
+            }
+            result
+        }
+    });
+    let read_models = ReadModelsService::new(shared_store, documents, briefs, handler, access);
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_service_status("", ServingStatus::Serving).await;
@@ -197,7 +218,14 @@ pub async fn serve(
             commands,
             authenticator.clone(),
         ))
-        .add_service(LedgerServer::with_interceptor(ledger, authenticator))
+        .add_service(LedgerServer::with_interceptor(
+            ledger,
+            authenticator.clone(),
+        ))
+        .add_service(ReadModelsServer::with_interceptor(
+            read_models,
+            authenticator,
+        ))
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), drain);
@@ -228,8 +256,11 @@ pub async fn serve(
         .close()
         .await
         .context("cannot close the event store")?;
-    // The follower ends with the store's log.
+    // The follower and the projections end with the store's log.
     let _ = follower.await;
+    if let Err(error) = projection.await {
+        tracing::error!(%error, "the evaluation brief projection panicked");
+    }
     tracing::info!("dialogue ledger stopped");
     Ok(())
 }

@@ -1,0 +1,205 @@
+//! The `ReadModels` gRPC service: queries over the projections' documents, with access decided
+//! from the caller's token and the org directory, and every read on record.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ledger_domain::{Id, Role, check_period, manages};
+use ledger_projections::evaluation::{BRIEFS, Brief, brief_key};
+use ledger_projections::{DocumentStore, ProjectionRunner};
+use ledger_proto::v1 as api;
+use ledger_store::EventStore;
+use tonic::{Request, Response, Status};
+
+use crate::access::AccessLog;
+use crate::auth::Principal;
+use crate::commands::CommandHandler;
+use crate::status;
+
+const GET_EVALUATION_BRIEF: &str = "/dialogue.ledger.v1.ReadModels/GetEvaluationBrief";
+
+/// How long a query waits for the projection to reach what the log has acknowledged (so a
+/// caller reads its own writes); after that it answers as of where the projection stands.
+const FRESHNESS_PATIENCE: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone)]
+pub struct ReadModelsService {
+    store: Arc<dyn EventStore>,
+    documents: Arc<dyn DocumentStore>,
+    briefs: ProjectionRunner,
+    directory: Arc<CommandHandler>,
+    access: AccessLog,
+}
+
+impl ReadModelsService {
+    pub fn new(
+        store: Arc<dyn EventStore>,
+        documents: Arc<dyn DocumentStore>,
+        briefs: ProjectionRunner,
+        directory: Arc<CommandHandler>,
+        access: AccessLog,
+    ) -> Self {
+        Self {
+            store,
+            documents,
+            briefs,
+            directory,
+            access,
+        }
+    }
+
+    /// Whether `caller` may read `member`'s evaluation material: the member themself, anyone in
+    /// their manager chain now, and hr. Auditors see no content through read models.
+    async fn may_read_evaluation(&self, caller: &Principal, member: &Id) -> Result<bool, Status> {
+        let actor = &caller.actor;
+        if actor.has(Role::Hr) || (actor.has(Role::Member) && actor.subject == member.as_str()) {
+            return Ok(true);
+        }
+        if !actor.has(Role::Member) {
+            return Ok(false);
+        }
+        let references = ledger_domain::References {
+            persons: vec![member.to_string()],
+            ..Default::default()
+        };
+        let world = self
+            .directory
+            .load_world(&caller.tenant, references)
+            .await?;
+        let now = ledger_store::Timestamp::now().as_micros();
+        Ok(manages(&world, &actor.subject, member.as_str(), now))
+    }
+}
+
+fn counts(
+    counted: &std::collections::BTreeMap<String, ledger_projections::evaluation::Counted>,
+) -> Vec<api::Count> {
+    counted
+        .iter()
+        .map(|(name, c)| api::Count {
+            name: name.clone(),
+            count: c.count,
+            event_ids: c
+                .event_ids
+                .iter()
+                .map(|id| id.as_bytes().to_vec())
+                .collect(),
+        })
+        .collect()
+}
+
+fn ids(ids: &[uuid::Uuid]) -> Vec<Vec<u8>> {
+    ids.iter().map(|id| id.as_bytes().to_vec()).collect()
+}
+
+fn to_api(
+    member: &str,
+    period: &str,
+    brief: Brief,
+    as_of: Option<ledger_store::Position>,
+) -> api::EvaluationBrief {
+    api::EvaluationBrief {
+        member_id: member.to_owned(),
+        period: period.to_owned(),
+        goals: brief
+            .goals
+            .into_iter()
+            .map(|(goal_id, goal)| api::BriefGoal {
+                goal_id,
+                title: goal.title,
+                kind: goal.kind,
+                status: goal.status,
+                progress: goal
+                    .progress
+                    .into_iter()
+                    .map(|p| api::ProgressPoint {
+                        key_result_id: p.key_result_id,
+                        value: p.value,
+                        recorded_at_micros: p.recorded_at,
+                        event_id: p.event_id.as_bytes().to_vec(),
+                    })
+                    .collect(),
+                reflections: goal.reflections,
+                event_ids: ids(&goal.event_ids),
+            })
+            .collect(),
+        sessions_by_purpose: counts(&brief.purposes),
+        sessions_by_relationship: counts(&brief.relationships),
+        action_items: Some(api::FollowThrough {
+            agreed: brief.follow_through.agreed,
+            completed: brief.follow_through.completed,
+            dropped: brief.follow_through.dropped,
+            event_ids: ids(&brief.follow_through.event_ids),
+        }),
+        insights: brief
+            .insights
+            .into_iter()
+            .map(|(insight_id, insight)| api::BriefInsight {
+                insight_id,
+                kind: insight.kind,
+                tags: insight.tags,
+                text: insight.text,
+                event_ids: ids(&insight.event_ids),
+            })
+            .collect(),
+        as_of: as_of.map(|p| api::Position {
+            commit: p.commit(),
+            prepare: p.prepare(),
+        }),
+    }
+}
+
+#[tonic::async_trait]
+impl api::read_models_server::ReadModels for ReadModelsService {
+    async fn get_evaluation_brief(
+        &self,
+        request: Request<api::GetEvaluationBriefRequest>,
+    ) -> Result<Response<api::EvaluationBrief>, Status> {
+        let caller = request
+            .extensions()
+            .get::<Principal>()
+            .cloned()
+            .ok_or_else(|| Status::unauthenticated("missing bearer token"))?;
+        let request = request.into_inner();
+        let member = Id::parse("member_id", &request.member_id).map_err(status::from_domain)?;
+        check_period("period", &request.period).map_err(status::from_domain)?;
+        let allowed = self.may_read_evaluation(&caller, &member).await?;
+        self.access
+            .record(&caller, [member.to_string()], GET_EVALUATION_BRIEF, allowed)
+            .await;
+        if !allowed {
+            return Err(Status::permission_denied(
+                "an evaluation brief is read by the member, their manager chain and hr",
+            ));
+        }
+        let head = self
+            .store
+            .head()
+            .await
+            .map_err(|e| status::from_store(e, "reading the log head"))?;
+        self.briefs.wait_for(head, FRESHNESS_PATIENCE).await;
+        let as_of = self.briefs.status().borrow().position;
+        let key = brief_key(caller.tenant.as_str(), member.as_str(), &request.period);
+        let documents = self.documents.clone();
+        let body = tokio::task::spawn_blocking(move || documents.get(BRIEFS, &key))
+            .await
+            .expect("reads do not panic")
+            .map_err(|error| {
+                tracing::error!(%error, "reading an evaluation brief failed");
+                Status::internal("internal error")
+            })?;
+        let brief: Brief = match body {
+            Some(body) => serde_json::from_slice(&body).map_err(|error| {
+                tracing::error!(%error, "a stored evaluation brief does not decode");
+                Status::internal("internal error")
+            })?,
+            None => Brief::default(),
+        };
+        Ok(Response::new(to_api(
+            member.as_str(),
+            &request.period,
+            brief,
+            as_of,
+        )))
+    }
+}

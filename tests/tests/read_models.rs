@@ -1,0 +1,296 @@
+//! Read models over gRPC against the real binary: the evaluation brief shows what it should, to
+//! whom it should, and never what a member did not share for evaluation.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ledger_domain::pb;
+use ledger_e2e::server::ServerProcess;
+use ledger_projections::periods_of;
+use ledger_proto::v1 as api;
+use ledger_proto::v1::goals_client::GoalsClient;
+use ledger_proto::v1::insights_client::InsightsClient;
+use ledger_proto::v1::ledger_client::LedgerClient;
+use ledger_proto::v1::org_directory_client::OrgDirectoryClient;
+use ledger_proto::v1::read_models_client::ReadModelsClient;
+use ledger_proto::v1::sessions_client::SessionsClient;
+use tonic::{Code, Request};
+
+fn authed<T>(token: &str, message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+}
+
+fn now() -> prost_types::Timestamp {
+    let seconds = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    prost_types::Timestamp { seconds, nanos: 0 }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_evaluation_brief_shows_shared_material_to_the_member_their_managers_and_hr() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(data_dir.path());
+    let channel = server.channel().await;
+    let (mut org, mut sessions) = (
+        OrgDirectoryClient::new(channel.clone()),
+        SessionsClient::new(channel.clone()),
+    );
+    let (mut insights, mut goals) = (
+        InsightsClient::new(channel.clone()),
+        GoalsClient::new(channel.clone()),
+    );
+    let mut read_models = ReadModelsClient::new(channel.clone());
+    let service = server.token("acme", "hr-sync", &["service"]);
+    let token = |who: &str, roles: &[&str]| server.token("acme", who, roles);
+    let (mia, lee, ren, ada) = (
+        token("mia", &["member"]),
+        token("lee", &["member"]),
+        token("ren", &["member"]),
+        token("ada", &["member"]),
+    );
+    let half = periods_of(now().seconds * 1_000_000)[1].clone();
+
+    for (unit, command) in [("sales", "u1"), ("eng", "u2")] {
+        let request = api::DefineOrgUnitRequest {
+            command_id: command.into(),
+            org_unit_id: unit.into(),
+            name: unit.into(),
+            ..Default::default()
+        };
+        org.define_org_unit(authed(&service, request))
+            .await
+            .unwrap();
+    }
+    for (person, unit, grade) in [
+        ("lee", "sales", "G4"),
+        ("mia", "sales", "G2"),
+        ("ren", "sales", "G2"),
+        ("ada", "eng", "G5"),
+    ] {
+        let request = api::RegisterPersonRequest {
+            command_id: format!("reg-{person}"),
+            person_id: person.into(),
+            display_name: person.into(),
+            org_unit_id: unit.into(),
+            grade: grade.into(),
+            effective_at: Some(prost_types::Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 0,
+            }),
+            ..Default::default()
+        };
+        org.register_person(authed(&service, request))
+            .await
+            .unwrap();
+    }
+    let assign = api::AssignManagerRequest {
+        command_id: "mgr".into(),
+        person_id: "mia".into(),
+        manager_id: "lee".into(),
+        effective_at: Some(prost_types::Timestamp {
+            seconds: 1_700_000_000,
+            nanos: 0,
+        }),
+        ..Default::default()
+    };
+    org.assign_manager(authed(&service, assign)).await.unwrap();
+
+    for (session, partner, confidential) in [("s-1", "lee", false), ("s-2", "ada", true)] {
+        let schedule = api::ScheduleSessionRequest {
+            command_id: format!("sched-{session}"),
+            session_id: session.into(),
+            member_id: "mia".into(),
+            partner_id: partner.into(),
+            purposes: vec![pb::Purpose::CareerAutonomy.into()],
+            hoped_response: pb::HopedResponse::ThinkTogether.into(),
+            scheduled_at: Some(now()),
+            confidential,
+            ..Default::default()
+        };
+        sessions
+            .schedule_session(authed(&mia, schedule))
+            .await
+            .unwrap();
+        let held = api::RecordSessionHeldRequest {
+            command_id: format!("held-{session}"),
+            session_id: session.into(),
+            held_at: Some(now()),
+            duration_minutes: 30,
+            ..Default::default()
+        };
+        sessions
+            .record_session_held(authed(&mia, held))
+            .await
+            .unwrap();
+    }
+    let insight =
+        |id: &str, session: &str, scopes: &[pb::SharingScope]| api::RecordInsightRequest {
+            command_id: format!("ins-{id}"),
+            insight_id: id.into(),
+            subject_id: "mia".into(),
+            session_id: session.into(),
+            kind: pb::InsightKind::CareerAspiration.into(),
+            tags: vec!["data".into()],
+            text: format!("said in {session}"),
+            scopes: scopes.iter().map(|s| (*s).into()).collect(),
+            ..Default::default()
+        };
+    // Said to a mentor in confidence: participants only.
+    insights
+        .record_insight(authed(&ada, insight("i-mentor", "s-2", &[])))
+        .await
+        .unwrap();
+    let shared = [pb::SharingScope::Participants, pb::SharingScope::Evaluation];
+    insights
+        .record_insight(authed(&mia, insight("i-eval", "s-1", &shared)))
+        .await
+        .unwrap();
+    let goal = api::SetGoalRequest {
+        command_id: "goal".into(),
+        goal_id: "g-1".into(),
+        owner_id: "mia".into(),
+        period: half.clone(),
+        kind: pb::GoalKind::Career.into(),
+        title: "Move towards data work".into(),
+        ..Default::default()
+    };
+    goals.set_goal(authed(&mia, goal)).await.unwrap();
+    let progress = api::RecordGoalProgressRequest {
+        command_id: "prog".into(),
+        goal_id: "g-1".into(),
+        value: 1.0,
+        ..Default::default()
+    };
+    goals
+        .record_goal_progress(authed(&lee, progress))
+        .await
+        .unwrap();
+
+    let ask = |who: &str| {
+        authed(
+            who,
+            api::GetEvaluationBriefRequest {
+                member_id: "mia".into(),
+                period: half.clone(),
+            },
+        )
+    };
+    for reader in [&mia, &lee, &server.token("acme", "hiro", &["hr"])] {
+        let brief = read_models
+            .get_evaluation_brief(ask(reader))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(brief.goals.len(), 1);
+        assert_eq!(brief.goals[0].progress.len(), 1);
+        assert_eq!(brief.goals[0].event_ids.len(), 2, "provenance of the goal");
+        let ids: Vec<_> = brief
+            .insights
+            .iter()
+            .map(|i| i.insight_id.as_str())
+            .collect();
+        assert_eq!(ids, ["i-eval"], "only what mia shared for evaluation");
+        let relationships: Vec<_> = brief
+            .sessions_by_relationship
+            .iter()
+            .map(|c| (c.name.as_str(), c.count))
+            .collect();
+        assert_eq!(
+            relationships,
+            [
+                ("RELATIONSHIP_DIAGONAL", 1),
+                ("RELATIONSHIP_VERTICAL_DIRECT", 1)
+            ]
+        );
+        assert_eq!(brief.sessions_by_purpose[0].count, 2);
+        assert!(brief.as_of.is_some());
+    }
+    for outsider in [&ren, &server.token("acme", "audra", &["auditor"])] {
+        let refused = read_models
+            .get_evaluation_brief(ask(outsider))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::PermissionDenied);
+    }
+    // Another tenant's mia is another person: nothing of acme's mia.
+    let theirs = read_models
+        .get_evaluation_brief(ask(&server.token("globex", "mia", &["member"])))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        theirs.goals.is_empty()
+            && theirs.insights.is_empty()
+            && theirs.sessions_by_purpose.is_empty()
+    );
+    let bad = authed(
+        &mia,
+        api::GetEvaluationBriefRequest {
+            member_id: "mia".into(),
+            period: "last year".into(),
+        },
+    );
+    assert_eq!(
+        read_models
+            .get_evaluation_brief(bad)
+            .await
+            .unwrap_err()
+            .code(),
+        Code::InvalidArgument
+    );
+
+    // A retraction takes effect in the brief.
+    let retract = api::RetractInsightRequest {
+        command_id: "retract".into(),
+        insight_id: "i-eval".into(),
+        ..Default::default()
+    };
+    insights
+        .retract_insight(authed(&mia, retract))
+        .await
+        .unwrap();
+    let brief = read_models
+        .get_evaluation_brief(ask(&lee))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        brief.insights.is_empty(),
+        "a retracted insight is still in the brief"
+    );
+
+    // Each read is on mia's record, the refused ones too.
+    let records = LedgerClient::new(channel)
+        .list_access_records(authed(
+            &mia,
+            api::ListAccessRecordsRequest {
+                person_id: "mia".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .records;
+    let briefs: Vec<_> = records
+        .iter()
+        .filter(|r| r.query.ends_with("GetEvaluationBrief"))
+        .map(|r| (r.reader.as_str(), r.allowed))
+        .collect();
+    for expected in [
+        ("mia", true),
+        ("lee", true),
+        ("hiro", true),
+        ("ren", false),
+        ("audra", false),
+    ] {
+        assert!(
+            briefs.contains(&expected),
+            "{expected:?} missing from {briefs:?}"
+        );
+    }
+}
