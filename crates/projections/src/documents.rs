@@ -1,6 +1,7 @@
 //! Where read models live: documents (JSON) by model and key, and each projection's checkpoint,
 //! written together in one transaction.
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
@@ -49,6 +50,8 @@ pub enum Write {
 pub trait DocumentStore: Send + Sync + std::fmt::Debug + 'static {
     fn checkpoint(&self, projection: &str) -> Result<Option<Checkpoint>, Error>;
     fn get(&self, model: &str, key: &str) -> Result<Option<Vec<u8>>, Error>;
+    /// Every document of `model` whose key starts with `prefix`, in key order.
+    fn scan(&self, model: &str, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, Error>;
     /// Applies `writes` and moves the projection's checkpoint from `from` to `to`, atomically;
     /// [`Error::Conflict`] and nothing written if the checkpoint is no longer `from` (two runners
     /// of one projection never both apply an event).
@@ -82,6 +85,9 @@ impl EmbeddedDocuments {
             // Derived data: after a crash the projection folds again from its checkpoint,
             // which commits with the documents.
             connection.pragma_update(None, "synchronous", "NORMAL")?;
+            // Reads through memory maps and a larger cache rather than a syscall per page.
+            connection.pragma_update(None, "mmap_size", 1i64 << 30)?;
+            connection.pragma_update(None, "cache_size", -64_000)?;
             Ok(connection)
         };
         let writer = open()?;
@@ -128,6 +134,20 @@ impl DocumentStore for EmbeddedDocuments {
             .query_row([model, key], |row| row.get(0))
             .optional()?;
         Ok(body)
+    }
+
+    fn scan(&self, model: &str, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, Error> {
+        // A key range rather than LIKE, whose `_` would match any character of an id.
+        let mut end = prefix.to_owned();
+        end.push(char::MAX);
+        let reader = self.reader.lock().unwrap();
+        let mut select = reader.prepare_cached(
+            "SELECT key, body FROM documents WHERE model = ?1 AND key >= ?2 AND key < ?3 ORDER BY key",
+        )?;
+        let rows = select.query_map(params![model, prefix, end], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn commit(
@@ -198,16 +218,40 @@ impl DocumentStore for EmbeddedDocuments {
     }
 }
 
-/// The documents a batch of events touches: read through to the store once, changed in memory,
-/// written back as one commit.
-#[derive(Debug)]
+/// The documents a batch of events touches: each read from the store and decoded once, changed
+/// in memory as typed values, and encoded and written back once, as one commit.
 pub struct Documents<'a> {
     store: &'a dyn DocumentStore,
-    cache: HashMap<(String, String), Cached>,
+    cache: HashMap<(String, String), Slot>,
 }
 
-/// A document as the batch sees it: its body (`None`: deleted or absent), and whether it changed.
-type Cached = (Option<Vec<u8>>, bool);
+impl std::fmt::Debug for Documents<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Documents")
+            .field("cached", &self.cache.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A cached document: its typed value (`None`: absent or deleted), how to encode it, and
+/// whether it changed.
+struct Slot {
+    value: Option<Box<dyn Any + Send>>,
+    encode: Encoder,
+    changed: bool,
+}
+
+type Encoder = fn(&(dyn Any + Send)) -> Result<Vec<u8>, serde_json::Error>;
+
+fn encode_as<T: Serialize + 'static>(
+    value: &(dyn Any + Send),
+) -> Result<Vec<u8>, serde_json::Error> {
+    serde_json::to_vec(
+        value
+            .downcast_ref::<T>()
+            .expect("a document keeps its type within a batch"),
+    )
+}
 
 impl<'a> Documents<'a> {
     pub fn new(store: &'a dyn DocumentStore) -> Self {
@@ -217,42 +261,101 @@ impl<'a> Documents<'a> {
         }
     }
 
-    fn entry(&mut self, model: &str, key: &str) -> Result<&mut Cached, Error> {
+    fn slot<T: Serialize + DeserializeOwned + Send + 'static>(
+        &mut self,
+        model: &str,
+        key: &str,
+    ) -> Result<&mut Slot, Error> {
         let id = (model.to_owned(), key.to_owned());
         if !self.cache.contains_key(&id) {
-            let body = self.store.get(model, key)?;
-            self.cache.insert(id.clone(), (body, false));
+            let value = match self.store.get(model, key)? {
+                Some(body) => {
+                    Some(Box::new(serde_json::from_slice::<T>(&body)?) as Box<dyn Any + Send>)
+                }
+                None => None,
+            };
+            self.cache.insert(
+                id.clone(),
+                Slot {
+                    value,
+                    encode: encode_as::<T>,
+                    changed: false,
+                },
+            );
         }
         Ok(self.cache.get_mut(&id).expect("inserted above"))
     }
 
-    pub fn get<T: DeserializeOwned>(&mut self, model: &str, key: &str) -> Result<Option<T>, Error> {
-        match &self.entry(model, key)?.0 {
-            Some(body) => Ok(Some(serde_json::from_slice(body)?)),
-            None => Ok(None),
-        }
+    /// A copy of the document.
+    pub fn get<T: Serialize + DeserializeOwned + Clone + Send + 'static>(
+        &mut self,
+        model: &str,
+        key: &str,
+    ) -> Result<Option<T>, Error> {
+        let slot = self.slot::<T>(model, key)?;
+        Ok(slot.value.as_ref().map(|v| {
+            v.downcast_ref::<T>()
+                .expect("a document keeps its type within a batch")
+                .clone()
+        }))
     }
 
-    pub fn put<T: Serialize>(&mut self, model: &str, key: &str, document: &T) -> Result<(), Error> {
-        let body = serde_json::to_vec(document)?;
-        *self.entry(model, key)? = (Some(body), true);
+    /// The document to change in place, created from its default if absent.
+    pub fn get_mut<T: Serialize + DeserializeOwned + Default + Send + 'static>(
+        &mut self,
+        model: &str,
+        key: &str,
+    ) -> Result<&mut T, Error> {
+        let slot = self.slot::<T>(model, key)?;
+        slot.changed = true;
+        let value = slot.value.get_or_insert_with(|| Box::new(T::default()));
+        Ok(value
+            .downcast_mut::<T>()
+            .expect("a document keeps its type within a batch"))
+    }
+
+    pub fn put<T: Serialize + DeserializeOwned + Send + 'static>(
+        &mut self,
+        model: &str,
+        key: &str,
+        document: T,
+    ) -> Result<(), Error> {
+        let slot = self.slot::<T>(model, key)?;
+        *slot = Slot {
+            value: Some(Box::new(document)),
+            encode: encode_as::<T>,
+            changed: true,
+        };
         Ok(())
     }
 
-    pub fn delete(&mut self, model: &str, key: &str) -> Result<(), Error> {
-        *self.entry(model, key)? = (None, true);
+    pub fn delete<T: Serialize + DeserializeOwned + Send + 'static>(
+        &mut self,
+        model: &str,
+        key: &str,
+    ) -> Result<(), Error> {
+        let slot = self.slot::<T>(model, key)?;
+        slot.value = None;
+        slot.changed = true;
         Ok(())
     }
 
     /// The changes to write.
-    pub fn into_writes(self) -> Vec<Write> {
-        self.cache
-            .into_iter()
-            .filter(|(_, (_, changed))| *changed)
-            .map(|((model, key), (body, _))| match body {
-                Some(body) => Write::Put { model, key, body },
+    pub fn into_writes(self) -> Result<Vec<Write>, Error> {
+        let mut writes = Vec::new();
+        for ((model, key), slot) in self.cache {
+            if !slot.changed {
+                continue;
+            }
+            writes.push(match &slot.value {
+                Some(value) => Write::Put {
+                    model,
+                    key,
+                    body: (slot.encode)(value.as_ref())?,
+                },
                 None => Write::Delete { model, key },
-            })
-            .collect()
+            });
+        }
+        Ok(writes)
     }
 }

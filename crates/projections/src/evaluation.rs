@@ -2,48 +2,37 @@
 //! and reflections, held sessions counted by purpose and relationship (never their content),
 //! action-item follow-through, and only the insights the member shared for evaluation.
 //!
-//! Besides the briefs it keeps small indexes (which member a goal, session or action item
-//! belongs to; each insight's scopes) so that later events find their briefs.
+//! Documents are small and per item, keyed `{tenant}/{member}/...`, so an event rewrites one
+//! small document however long the member's history; [`brief`] assembles a period's brief by
+//! scanning the member's items. An insight is served (model [`INSIGHTS`]) only while its
+//! subject shares it for evaluation; its source fields live in an internal index that queries
+//! never read.
 
 use std::collections::BTreeMap;
 
-use ledger_domain::{Event, pb};
+use ledger_domain::{Event, Micros, pb};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::documents::{Documents, Error};
+use crate::documents::{DocumentStore, Documents, Error};
 use crate::period::{enclosing, periods_of};
 use crate::runner::{Applied, Projection};
 
-/// Briefs, keyed `{tenant}/{member}/{period}`.
-pub const BRIEFS: &str = "evaluation-brief";
-const GOALS: &str = "evaluation-goal-index";
-const SESSIONS: &str = "evaluation-session-index";
-const ITEMS: &str = "evaluation-item-index";
-const INSIGHTS: &str = "evaluation-insight-index";
-
-/// The brief's document key.
-pub fn brief_key(tenant: &str, member: &str, period: &str) -> String {
-    format!("{tenant}/{member}/{period}")
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Brief {
-    pub goals: BTreeMap<String, BriefGoal>,
-    pub purposes: BTreeMap<String, Counted>,
-    pub relationships: BTreeMap<String, Counted>,
-    pub follow_through: FollowThrough,
-    pub insights: BTreeMap<String, BriefInsight>,
-}
+/// Served: goals, `{tenant}/{owner}/{goal}`.
+pub const GOALS: &str = "evaluation-goal";
+/// Served: the member's sessions, `{tenant}/{member}/{session}` (counted when held).
+pub const SESSIONS: &str = "evaluation-session";
+/// Served: action items, `{tenant}/{owner}/{session}/{item}`.
+pub const ITEMS: &str = "evaluation-item";
+/// Served: insights shared for evaluation, `{tenant}/{subject}/{insight}`.
+pub const INSIGHTS: &str = "evaluation-insight";
+/// Internal: which owner a goal, session or item belongs to, and each insight's source.
+const ROUTES: &str = "evaluation-route";
+const INSIGHT_SOURCES: &str = "evaluation-insight-source";
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Counted {
-    pub count: u32,
-    pub event_ids: Vec<Uuid>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct BriefGoal {
+pub struct GoalDoc {
+    pub period: String,
     pub title: String,
     pub kind: i32,
     pub status: String,
@@ -56,11 +45,60 @@ pub struct BriefGoal {
 pub struct Progress {
     pub key_result_id: String,
     pub value: f64,
-    pub recorded_at: i64,
+    pub recorded_at: Micros,
     pub event_id: Uuid,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SessionDoc {
+    pub relationship: String,
+    pub purposes: Vec<String>,
+    pub held_at: Option<Micros>,
+    pub held_event: Option<Uuid>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ItemDoc {
+    pub agreed_at: Micros,
+    /// open, completed or dropped.
+    pub status: String,
+    pub event_ids: Vec<Uuid>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct InsightDoc {
+    pub recorded_at: Micros,
+    pub kind: i32,
+    pub tags: Vec<String>,
+    pub text: String,
+    pub event_ids: Vec<Uuid>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct InsightSource {
+    subject: String,
+    scopes: Vec<i32>,
+    retracted: bool,
+    document: InsightDoc,
+}
+
+/// A period's brief, assembled from the member's documents.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Brief {
+    pub goals: BTreeMap<String, GoalDoc>,
+    pub purposes: BTreeMap<String, Counted>,
+    pub relationships: BTreeMap<String, Counted>,
+    pub follow_through: FollowThrough,
+    pub insights: BTreeMap<String, InsightDoc>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Counted {
+    pub count: u32,
+    pub event_ids: Vec<Uuid>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct FollowThrough {
     pub agreed: u32,
     pub completed: u32,
@@ -68,141 +106,63 @@ pub struct FollowThrough {
     pub event_ids: Vec<Uuid>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct BriefInsight {
-    pub kind: i32,
-    pub tags: Vec<String>,
-    pub text: String,
-    pub event_ids: Vec<Uuid>,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct GoalIndex {
-    owner: String,
-    period: String,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct SessionIndex {
-    member: String,
-    relationship: String,
-    purposes: Vec<String>,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct ItemIndex {
-    owner: String,
-    periods: Vec<String>,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct InsightIndex {
-    subject: String,
-    periods: Vec<String>,
-    kind: i32,
-    tags: Vec<String>,
-    text: String,
-    scopes: Vec<i32>,
-    retracted: bool,
-    event_ids: Vec<Uuid>,
+/// `member`'s brief for `period`.
+pub fn brief(
+    store: &dyn DocumentStore,
+    tenant: &str,
+    member: &str,
+    period: &str,
+) -> Result<Brief, Error> {
+    let prefix = format!("{tenant}/{member}/");
+    let in_period = |at: Micros| periods_of(at).iter().any(|p| p == period);
+    let item_id = |key: &str| key[prefix.len()..].to_owned();
+    let mut brief = Brief::default();
+    for (key, body) in store.scan(GOALS, &prefix)? {
+        let goal: GoalDoc = serde_json::from_slice(&body)?;
+        if enclosing(&goal.period).iter().any(|p| p == period) {
+            brief.goals.insert(item_id(&key), goal);
+        }
+    }
+    for (_, body) in store.scan(SESSIONS, &prefix)? {
+        let session: SessionDoc = serde_json::from_slice(&body)?;
+        let (Some(held_at), Some(event)) = (session.held_at, session.held_event) else {
+            continue;
+        };
+        if !in_period(held_at) {
+            continue;
+        }
+        for purpose in session.purposes {
+            let counted = brief.purposes.entry(purpose).or_default();
+            counted.count += 1;
+            counted.event_ids.push(event);
+        }
+        let counted = brief.relationships.entry(session.relationship).or_default();
+        counted.count += 1;
+        counted.event_ids.push(event);
+    }
+    for (_, body) in store.scan(ITEMS, &prefix)? {
+        let item: ItemDoc = serde_json::from_slice(&body)?;
+        if !in_period(item.agreed_at) {
+            continue;
+        }
+        let follow = &mut brief.follow_through;
+        follow.agreed += 1;
+        follow.completed += u32::from(item.status == "completed");
+        follow.dropped += u32::from(item.status == "dropped");
+        follow.event_ids.extend(item.event_ids);
+    }
+    for (key, body) in store.scan(INSIGHTS, &prefix)? {
+        let insight: InsightDoc = serde_json::from_slice(&body)?;
+        if in_period(insight.recorded_at) {
+            brief.insights.insert(item_id(&key), insight);
+        }
+    }
+    Ok(brief)
 }
 
 /// The evaluation brief projection.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct EvaluationBriefs;
-
-impl EvaluationBriefs {
-    /// Changes the briefs of `member` for each of `periods`.
-    fn update(
-        documents: &mut Documents<'_>,
-        tenant: &str,
-        member: &str,
-        periods: &[String],
-        mut change: impl FnMut(&mut Brief),
-    ) -> Result<(), Error> {
-        for period in periods {
-            let key = brief_key(tenant, member, period);
-            let mut brief: Brief = documents.get(BRIEFS, &key)?.unwrap_or_default();
-            change(&mut brief);
-            documents.put(BRIEFS, &key, &brief)?;
-        }
-        Ok(())
-    }
-
-    fn goal(
-        documents: &mut Documents<'_>,
-        tenant: &str,
-        goal_id: &str,
-        change: impl FnMut(&mut BriefGoal),
-    ) -> Result<(), Error> {
-        let Some(index) = documents.get::<GoalIndex>(GOALS, &format!("{tenant}/{goal_id}"))? else {
-            return Ok(());
-        };
-        let mut change = change;
-        Self::update(
-            documents,
-            tenant,
-            &index.owner,
-            &enclosing(&index.period),
-            |brief| {
-                if let Some(goal) = brief.goals.get_mut(goal_id) {
-                    change(goal);
-                }
-            },
-        )
-    }
-
-    fn item(
-        documents: &mut Documents<'_>,
-        tenant: &str,
-        session: &str,
-        item: &str,
-        change: impl FnMut(&mut FollowThrough),
-    ) -> Result<(), Error> {
-        let Some(index) =
-            documents.get::<ItemIndex>(ITEMS, &format!("{tenant}/{session}/{item}"))?
-        else {
-            return Ok(());
-        };
-        let mut change = change;
-        Self::update(documents, tenant, &index.owner, &index.periods, |brief| {
-            change(&mut brief.follow_through)
-        })
-    }
-
-    /// Puts the insight into its subject's briefs while it is shared for evaluation, and takes
-    /// it out otherwise.
-    fn insight(
-        documents: &mut Documents<'_>,
-        tenant: &str,
-        insight_id: &str,
-        change: impl FnOnce(&mut InsightIndex),
-    ) -> Result<(), Error> {
-        let key = format!("{tenant}/{insight_id}");
-        let Some(mut index) = documents.get::<InsightIndex>(INSIGHTS, &key)? else {
-            return Ok(());
-        };
-        change(&mut index);
-        documents.put(INSIGHTS, &key, &index)?;
-        let shared = !index.retracted
-            && index
-                .scopes
-                .contains(&i32::from(pb::SharingScope::Evaluation));
-        let entry = BriefInsight {
-            kind: index.kind,
-            tags: index.tags.clone(),
-            text: index.text.clone(),
-            event_ids: index.event_ids.clone(),
-        };
-        Self::update(documents, tenant, &index.subject, &index.periods, |brief| {
-            if shared {
-                brief.insights.insert(insight_id.to_owned(), entry.clone());
-            } else {
-                brief.insights.remove(insight_id);
-            }
-        })
-    }
-}
 
 fn purpose_name(value: i32) -> String {
     pb::Purpose::try_from(value).map_or_else(
@@ -211,52 +171,103 @@ fn purpose_name(value: i32) -> String {
     )
 }
 
+/// The served document a routed event belongs to, e.g. `{tenant}/{owner}/{goal}`.
+fn routed(documents: &mut Documents<'_>, route: &str) -> Result<Option<String>, Error> {
+    documents.get::<String>(ROUTES, route)
+}
+
+impl EvaluationBriefs {
+    fn goal(
+        documents: &mut Documents<'_>,
+        tenant: &str,
+        goal: &str,
+        change: impl FnOnce(&mut GoalDoc),
+    ) -> Result<(), Error> {
+        if let Some(key) = routed(documents, &format!("{tenant}/goal/{goal}"))? {
+            change(documents.get_mut::<GoalDoc>(GOALS, &key)?);
+        }
+        Ok(())
+    }
+
+    fn item(
+        documents: &mut Documents<'_>,
+        tenant: &str,
+        session: &str,
+        item: &str,
+        status: &str,
+        id: Uuid,
+    ) -> Result<(), Error> {
+        if let Some(key) = routed(documents, &format!("{tenant}/item/{session}/{item}"))? {
+            let item = documents.get_mut::<ItemDoc>(ITEMS, &key)?;
+            item.status = status.to_owned();
+            item.event_ids.push(id);
+        }
+        Ok(())
+    }
+
+    /// Serves the insight while its subject shares it for evaluation; withdraws it otherwise.
+    fn insight(
+        documents: &mut Documents<'_>,
+        tenant: &str,
+        insight: &str,
+        change: impl FnOnce(&mut InsightSource),
+    ) -> Result<(), Error> {
+        let source_key = format!("{tenant}/{insight}");
+        let Some(mut source) = documents.get::<InsightSource>(INSIGHT_SOURCES, &source_key)? else {
+            return Ok(());
+        };
+        change(&mut source);
+        let served_key = format!("{tenant}/{}/{insight}", source.subject);
+        let shared = !source.retracted
+            && source
+                .scopes
+                .contains(&i32::from(pb::SharingScope::Evaluation));
+        if shared {
+            documents.put(INSIGHTS, &served_key, source.document.clone())?;
+        } else {
+            documents.delete::<InsightDoc>(INSIGHTS, &served_key)?;
+        }
+        documents.put(INSIGHT_SOURCES, &source_key, source)
+    }
+}
+
 impl Projection for EvaluationBriefs {
     fn name(&self) -> &'static str {
         "evaluation-briefs"
     }
 
     fn version(&self) -> u32 {
-        1
+        2
     }
 
     fn models(&self) -> &'static [&'static str] {
-        &[BRIEFS, GOALS, SESSIONS, ITEMS, INSIGHTS]
+        &[GOALS, SESSIONS, ITEMS, INSIGHTS, ROUTES, INSIGHT_SOURCES]
     }
 
     fn apply(&self, applied: Applied<'_>, documents: &mut Documents<'_>) -> Result<(), Error> {
-        let (tenant, id) = (applied.tenant, applied.id);
+        let (tenant, id, at) = (applied.tenant, applied.id, applied.recorded_at);
         match applied.event {
             Event::GoalSet(e) => {
-                let index = GoalIndex {
-                    owner: e.owner_id.clone(),
+                let key = format!("{tenant}/{}/{}", e.owner_id, e.goal_id);
+                documents.put(ROUTES, &format!("{tenant}/goal/{}", e.goal_id), key.clone())?;
+                let goal = GoalDoc {
                     period: e.period.clone(),
-                };
-                documents.put(GOALS, &format!("{tenant}/{}", e.goal_id), &index)?;
-                let goal = BriefGoal {
                     title: e.title.clone(),
                     kind: e.kind,
                     status: "set".into(),
                     event_ids: vec![id],
-                    ..BriefGoal::default()
+                    ..GoalDoc::default()
                 };
-                Self::update(
-                    documents,
-                    tenant,
-                    &e.owner_id,
-                    &enclosing(&e.period),
-                    |brief| {
-                        brief.goals.insert(e.goal_id.clone(), goal.clone());
-                    },
-                )
+                documents.put(GOALS, &key, goal)
             }
             Event::GoalProgressRecorded(e) => Self::goal(documents, tenant, &e.goal_id, |goal| {
-                goal.progress.push(Progress {
+                let point = Progress {
                     key_result_id: e.key_result_id.clone(),
                     value: e.value,
-                    recorded_at: applied.recorded_at,
+                    recorded_at: at,
                     event_id: id,
-                });
+                };
+                goal.progress.push(point);
                 goal.event_ids.push(id);
             }),
             Event::GoalReflected(e) => Self::goal(documents, tenant, &e.goal_id, |goal| {
@@ -276,111 +287,104 @@ impl Projection for EvaluationBriefs {
                 goal.event_ids.push(id);
             }),
             Event::SessionScheduled(e) => {
-                let index = SessionIndex {
-                    member: e.member_id.clone(),
+                let key = format!("{tenant}/{}/{}", e.member_id, e.session_id);
+                documents.put(
+                    ROUTES,
+                    &format!("{tenant}/session/{}", e.session_id),
+                    key.clone(),
+                )?;
+                let session = SessionDoc {
                     relationship: e.relationship().as_str_name().to_owned(),
                     purposes: e.purposes.iter().map(|p| purpose_name(*p)).collect(),
+                    ..SessionDoc::default()
                 };
-                documents.put(SESSIONS, &format!("{tenant}/{}", e.session_id), &index)
+                documents.put(SESSIONS, &key, session)
             }
             Event::SessionRescheduled(e) => {
-                let key = format!("{tenant}/{}", e.session_id);
-                let Some(mut index) = documents.get::<SessionIndex>(SESSIONS, &key)? else {
-                    return Ok(());
-                };
-                index.relationship = e.relationship().as_str_name().to_owned();
-                documents.put(SESSIONS, &key, &index)
+                if let Some(key) = routed(documents, &format!("{tenant}/session/{}", e.session_id))?
+                {
+                    documents
+                        .get_mut::<SessionDoc>(SESSIONS, &key)?
+                        .relationship = e.relationship().as_str_name().to_owned();
+                }
+                Ok(())
             }
             Event::SessionHeld(e) => {
-                let Some(index) = documents
-                    .get::<SessionIndex>(SESSIONS, &format!("{tenant}/{}", e.session_id))?
-                else {
-                    return Ok(());
-                };
-                let held_at = e
-                    .held_at
-                    .as_ref()
-                    .map_or(applied.recorded_at, ledger_domain::from_timestamp);
-                Self::update(
-                    documents,
-                    tenant,
-                    &index.member,
-                    &periods_of(held_at),
-                    |brief| {
-                        for purpose in &index.purposes {
-                            let counted = brief.purposes.entry(purpose.clone()).or_default();
-                            counted.count += 1;
-                            counted.event_ids.push(id);
-                        }
-                        let counted = brief
-                            .relationships
-                            .entry(index.relationship.clone())
-                            .or_default();
-                        counted.count += 1;
-                        counted.event_ids.push(id);
+                if let Some(key) = routed(documents, &format!("{tenant}/session/{}", e.session_id))?
+                {
+                    let session = documents.get_mut::<SessionDoc>(SESSIONS, &key)?;
+                    session.held_at =
+                        Some(e.held_at.as_ref().map_or(at, ledger_domain::from_timestamp));
+                    session.held_event = Some(id);
+                }
+                Ok(())
+            }
+            Event::ActionItemAgreed(e) => {
+                let key = format!("{tenant}/{}/{}/{}", e.owner_id, e.session_id, e.item_id);
+                documents.put(
+                    ROUTES,
+                    &format!("{tenant}/item/{}/{}", e.session_id, e.item_id),
+                    key.clone(),
+                )?;
+                documents.put(
+                    ITEMS,
+                    &key,
+                    ItemDoc {
+                        agreed_at: at,
+                        status: "open".into(),
+                        event_ids: vec![id],
                     },
                 )
             }
-            Event::ActionItemAgreed(e) => {
-                let periods = periods_of(applied.recorded_at).to_vec();
-                let index = ItemIndex {
-                    owner: e.owner_id.clone(),
-                    periods: periods.clone(),
-                };
-                documents.put(
-                    ITEMS,
-                    &format!("{tenant}/{}/{}", e.session_id, e.item_id),
-                    &index,
-                )?;
-                Self::update(documents, tenant, &e.owner_id, &periods, |brief| {
-                    brief.follow_through.agreed += 1;
-                    brief.follow_through.event_ids.push(id);
-                })
-            }
-            Event::ActionItemCompleted(e) => {
-                Self::item(documents, tenant, &e.session_id, &e.item_id, |follow| {
-                    follow.completed += 1;
-                    follow.event_ids.push(id);
-                })
-            }
+            Event::ActionItemCompleted(e) => Self::item(
+                documents,
+                tenant,
+                &e.session_id,
+                &e.item_id,
+                "completed",
+                id,
+            ),
             Event::ActionItemDropped(e) => {
-                Self::item(documents, tenant, &e.session_id, &e.item_id, |follow| {
-                    follow.dropped += 1;
-                    follow.event_ids.push(id);
-                })
+                Self::item(documents, tenant, &e.session_id, &e.item_id, "dropped", id)
             }
             Event::InsightRecorded(e) => {
-                let index = InsightIndex {
+                let source = InsightSource {
                     subject: e.subject_id.clone(),
-                    periods: periods_of(applied.recorded_at).to_vec(),
-                    kind: e.kind,
-                    tags: e.tags.clone(),
-                    text: e.text.clone(),
                     scopes: e.scopes.clone(),
                     retracted: false,
-                    event_ids: vec![id],
+                    document: InsightDoc {
+                        recorded_at: at,
+                        kind: e.kind,
+                        tags: e.tags.clone(),
+                        text: e.text.clone(),
+                        event_ids: vec![id],
+                    },
                 };
-                documents.put(INSIGHTS, &format!("{tenant}/{}", e.insight_id), &index)?;
+                documents.put(
+                    INSIGHT_SOURCES,
+                    &format!("{tenant}/{}", e.insight_id),
+                    source,
+                )?;
                 Self::insight(documents, tenant, &e.insight_id, |_| {})
             }
-            Event::InsightShared(e) => Self::insight(documents, tenant, &e.insight_id, |index| {
-                index.scopes.extend(
-                    e.added
-                        .iter()
-                        .filter(|s| !index.scopes.contains(s))
-                        .copied()
-                        .collect::<Vec<_>>(),
-                );
-                index.event_ids.push(id);
+            Event::InsightShared(e) => Self::insight(documents, tenant, &e.insight_id, |source| {
+                for scope in &e.added {
+                    if !source.scopes.contains(scope) {
+                        source.scopes.push(*scope);
+                    }
+                }
+                source.document.event_ids.push(id);
             }),
-            Event::InsightNarrowed(e) => Self::insight(documents, tenant, &e.insight_id, |index| {
-                index.scopes.retain(|scope| !e.removed.contains(scope));
-                index.event_ids.push(id);
-            }),
+            Event::InsightNarrowed(e) => {
+                Self::insight(documents, tenant, &e.insight_id, |source| {
+                    source.scopes.retain(|scope| !e.removed.contains(scope));
+                    source.document.event_ids.push(id);
+                })
+            }
             Event::InsightRetracted(e) => {
-                Self::insight(documents, tenant, &e.insight_id, |index| {
-                    index.retracted = true;
-                    index.event_ids.push(id);
+                Self::insight(documents, tenant, &e.insight_id, |source| {
+                    source.retracted = true;
+                    source.document.event_ids.push(id);
                 })
             }
             _ => Ok(()),

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use crate::documents::{Checkpoint, DocumentStore, Documents, Error};
 
 /// At most this many events per transaction.
-const BATCH: usize = 1000;
+const BATCH: usize = 4096;
 
 /// One event as a projection sees it.
 #[derive(Debug, Clone, Copy)]
@@ -184,7 +184,7 @@ fn fold(
         version: projection.version(),
         position,
     };
-    store.commit(projection.name(), from, to, &documents.into_writes())?;
+    store.commit(projection.name(), from, to, &documents.into_writes()?)?;
     Ok(to)
 }
 

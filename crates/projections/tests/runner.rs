@@ -31,7 +31,7 @@ impl Projection for Counter {
     }
     fn apply(&self, applied: Applied<'_>, documents: &mut Documents<'_>) -> Result<(), Error> {
         let count: u64 = documents.get("count", applied.tenant)?.unwrap_or(0);
-        documents.put("count", applied.tenant, &(count + 1))
+        documents.put("count", applied.tenant, count + 1)
     }
 }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ledger_domain::{Id, Role, check_period, manages};
-use ledger_projections::evaluation::{BRIEFS, Brief, brief_key};
+use ledger_projections::evaluation::{Brief, brief};
 use ledger_projections::{DocumentStore, ProjectionRunner};
 use ledger_proto::v1 as api;
 use ledger_store::EventStore;
@@ -179,22 +179,21 @@ impl api::read_models_server::ReadModels for ReadModelsService {
             .map_err(|e| status::from_store(e, "reading the log head"))?;
         self.briefs.wait_for(head, FRESHNESS_PATIENCE).await;
         let as_of = self.briefs.status().borrow().position;
-        let key = brief_key(caller.tenant.as_str(), member.as_str(), &request.period);
         let documents = self.documents.clone();
-        let body = tokio::task::spawn_blocking(move || documents.get(BRIEFS, &key))
-            .await
-            .expect("reads do not panic")
-            .map_err(|error| {
-                tracing::error!(%error, "reading an evaluation brief failed");
-                Status::internal("internal error")
-            })?;
-        let brief: Brief = match body {
-            Some(body) => serde_json::from_slice(&body).map_err(|error| {
-                tracing::error!(%error, "a stored evaluation brief does not decode");
-                Status::internal("internal error")
-            })?,
-            None => Brief::default(),
-        };
+        let (tenant, member_id, period) = (
+            caller.tenant.to_string(),
+            member.to_string(),
+            request.period.clone(),
+        );
+        let brief = tokio::task::spawn_blocking(move || {
+            brief(documents.as_ref(), &tenant, &member_id, &period)
+        })
+        .await
+        .expect("reads do not panic")
+        .map_err(|error| {
+            tracing::error!(%error, "reading an evaluation brief failed");
+            Status::internal("internal error")
+        })?;
         Ok(Response::new(to_api(
             member.as_str(),
             &request.period,

@@ -63,6 +63,8 @@ pub(crate) fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
     let connection = Connection::open_with_flags(path, flags)?;
     connection.busy_timeout(BUSY_TIMEOUT)?;
     connection.pragma_update(None, "cache_size", -16_000)?;
+    // Reads through a memory map rather than a syscall per page.
+    connection.pragma_update(None, "mmap_size", 1i64 << 30)?;
     Ok(connection)
 }
 

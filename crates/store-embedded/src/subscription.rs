@@ -11,7 +11,7 @@ use crate::{Head, Shared};
 
 /// Events read from storage at a time: a subscriber holds at most one page in memory, however
 /// far behind it is.
-const PAGE: usize = 256;
+const PAGE: usize = 1024;
 
 #[derive(Debug, Clone)]
 pub(crate) enum Filter {

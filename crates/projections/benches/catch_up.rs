@@ -1,0 +1,158 @@
+//! Catch-up speed of the projections: writes N events (default 1,000,000) of a realistic mix
+//! (sessions scheduled and held, insights shared for evaluation, goals with progress) for 1,000
+//! members, then folds them from zero and prints events/s.
+//!
+//! `cargo bench -p ledger-projections --bench catch_up`; `LEDGER_BENCH_EVENTS` sets N,
+//! `LEDGER_BENCH_DIR` the disk.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ledger_domain::{Event, pb, to_timestamp};
+use ledger_projections::evaluation::EvaluationBriefs;
+use ledger_projections::{DocumentStore, EmbeddedDocuments, ProjectionRunner};
+use ledger_store::{EventStore, ExpectedVersion, Metadata, NewEvent, StreamName};
+use ledger_store_embedded::EmbeddedStore;
+use uuid::Uuid;
+
+const WRITERS: usize = 64;
+const MEMBERS: usize = 1000;
+/// 2026-12-01T10:00:00Z
+const DEC_1: i64 = 1_796_119_200_000_000;
+
+/// The events of story `i`: 8 events in 3 streams.
+fn story(i: usize) -> Vec<(String, Vec<Event>)> {
+    let member = format!("m{}", i % MEMBERS);
+    let partner = format!("m{}", (i + 1) % MEMBERS);
+    let session = pb::SessionScheduled {
+        session_id: format!("s{i}"),
+        member_id: member.clone(),
+        partner_id: partner,
+        relationship: pb::Relationship::Horizontal.into(),
+        purposes: vec![
+            pb::Purpose::Growth.into(),
+            pb::Purpose::CareerAutonomy.into(),
+        ],
+        scheduled_at: Some(to_timestamp(DEC_1)),
+        ..Default::default()
+    };
+    let held = pb::SessionHeld {
+        session_id: format!("s{i}"),
+        held_at: Some(to_timestamp(DEC_1)),
+        duration_minutes: 30,
+    };
+    let agreed = pb::ActionItemAgreed {
+        session_id: format!("s{i}"),
+        item_id: "a".into(),
+        owner_id: member.clone(),
+        ..Default::default()
+    };
+    let insight = pb::InsightRecorded {
+        insight_id: format!("i{i}"),
+        subject_id: member.clone(),
+        session_id: format!("s{i}"),
+        kind: pb::InsightKind::Strength.into(),
+        tags: vec!["python".into(), "mentoring".into()],
+        text: "enjoys teaching".into(),
+        scopes: vec![pb::SharingScope::Participants.into()],
+        ..Default::default()
+    };
+    let shared = pb::InsightShared {
+        insight_id: format!("i{i}"),
+        added: vec![pb::SharingScope::Evaluation.into()],
+        ..Default::default()
+    };
+    let goal = pb::GoalSet {
+        goal_id: format!("g{i}"),
+        owner_id: member,
+        period: "2026-H2".into(),
+        title: "grow".into(),
+        ..Default::default()
+    };
+    let progress = |value| pb::GoalProgressRecorded {
+        goal_id: format!("g{i}"),
+        value,
+        ..Default::default()
+    };
+    vec![
+        (
+            format!("bench/session-s{i}"),
+            vec![session.into(), held.into(), agreed.into()],
+        ),
+        (
+            format!("bench/insight-i{i}"),
+            vec![insight.into(), shared.into()],
+        ),
+        (
+            format!("bench/goal-g{i}"),
+            vec![goal.into(), progress(1.0).into(), progress(2.0).into()],
+        ),
+    ]
+}
+
+fn main() {
+    let events: usize = std::env::var("LEDGER_BENCH_EVENTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1_000_000);
+    let base = std::env::var_os("LEDGER_BENCH_DIR").map_or_else(std::env::temp_dir, Into::into);
+    let dir = tempfile::tempdir_in(base).unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let store = EmbeddedStore::open(dir.path().join("log")).unwrap();
+        let stories = events.div_ceil(8);
+        let started = Instant::now();
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|w| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    for i in (w..stories).step_by(WRITERS) {
+                        for (stream, batch) in story(i) {
+                            let stream = StreamName::new(stream).unwrap();
+                            let batch = batch
+                                .iter()
+                                .map(|e| NewEvent {
+                                    id: Uuid::new_v4(),
+                                    event_type: e.type_name().into(),
+                                    payload: e.encode().into(),
+                                    metadata: Metadata::default(),
+                                })
+                                .collect();
+                            store
+                                .append(&stream, ExpectedVersion::NoStream, batch)
+                                .await
+                                .unwrap();
+                        }
+                    }
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.await.unwrap();
+        }
+        let head = store.head().await.unwrap();
+        let written = head.map_or(0, |p| p.commit());
+        println!(
+            "wrote {written} events in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+
+        let documents: Arc<dyn DocumentStore> =
+            Arc::new(EmbeddedDocuments::open(dir.path()).unwrap());
+        let shared: Arc<dyn EventStore> = Arc::new(store.clone());
+        let runner = ProjectionRunner::new(shared, documents);
+        let folding = Instant::now();
+        let task = tokio::spawn(runner.clone().run(Arc::new(EvaluationBriefs)));
+        assert!(runner.wait_for(head, Duration::from_secs(3600)).await);
+        let took = folding.elapsed().as_secs_f64();
+        println!(
+            "evaluation briefs folded {written} events from zero in {took:.1} s: {:.0} events/s",
+            written as f64 / took
+        );
+        task.abort();
+        store.close().await.unwrap();
+    });
+}
