@@ -138,6 +138,8 @@ impl ProjectionRunner {
                         );
                         let documents = self.documents.clone();
                         checkpoint = blocking(move || documents.checkpoint(name)).await?;
+                        let position = checkpoint.map(|c| c.position);
+                        self.status.send_modify(|status| status.position = position);
                         break;
                     }
                     Err(error) => return Err(error),

@@ -66,10 +66,14 @@ async fn run_to_head(
     let runner = ProjectionRunner::new(shared, documents);
     let task = tokio::spawn(runner.clone().run(projection));
     let head = store.head().await.unwrap();
-    assert!(
-        runner.wait_for(head, Duration::from_secs(30)).await,
-        "the projection did not catch up"
-    );
+    if !runner.wait_for(head, Duration::from_secs(30)).await {
+        task.abort();
+        panic!(
+            "the projection did not catch up: {:?}, {:?}",
+            task.await,
+            runner.status().borrow()
+        );
+    }
     task.abort();
     let _ = task.await;
 }
