@@ -146,10 +146,11 @@ async fn the_evaluation_brief_shows_shared_material_to_the_member_their_managers
         .await
         .unwrap();
     let shared = [pb::SharingScope::Participants, pb::SharingScope::Evaluation];
-    insights
+    let recorded = insights
         .record_insight(authed(&mia, insight("i-eval", "s-1", &shared)))
         .await
-        .unwrap();
+        .unwrap()
+        .into_inner();
     let goal = api::SetGoalRequest {
         command_id: "goal".into(),
         goal_id: "g-1".into(),
@@ -177,6 +178,7 @@ async fn the_evaluation_brief_shows_shared_material_to_the_member_their_managers
             api::GetEvaluationBriefRequest {
                 member_id: "mia".into(),
                 period: half.clone(),
+                as_of: None,
             },
         )
     };
@@ -233,6 +235,7 @@ async fn the_evaluation_brief_shows_shared_material_to_the_member_their_managers
         api::GetEvaluationBriefRequest {
             member_id: "mia".into(),
             period: "last year".into(),
+            as_of: None,
         },
     );
     assert_eq!(
@@ -263,6 +266,61 @@ async fn the_evaluation_brief_shows_shared_material_to_the_member_their_managers
         brief.insights.is_empty(),
         "a retracted insight is still in the brief"
     );
+
+    // As of a past point, the brief is what an evaluator saw then: the insight still there.
+    let as_of = |point: api::get_evaluation_brief_request::AsOf| {
+        let request = api::GetEvaluationBriefRequest {
+            member_id: "mia".into(),
+            period: half.clone(),
+            as_of: Some(point),
+        };
+        authed(&lee, request)
+    };
+    let at_record =
+        api::get_evaluation_brief_request::AsOf::AsOfPosition(recorded.position.unwrap());
+    let then = read_models
+        .get_evaluation_brief(as_of(at_record))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        then.insights
+            .iter()
+            .map(|i| i.insight_id.as_str())
+            .collect::<Vec<_>>(),
+        ["i-eval"]
+    );
+    assert!(then.goals.is_empty(), "the goal was set after that point");
+    assert_eq!(then.as_of, recorded.position);
+    let before_everything =
+        api::get_evaluation_brief_request::AsOf::AsOfTime(prost_types::Timestamp {
+            seconds: 1,
+            nanos: 0,
+        });
+    let empty = read_models
+        .get_evaluation_brief(as_of(before_everything))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        empty.insights.is_empty() && empty.goals.is_empty() && empty.sessions_by_purpose.is_empty()
+    );
+    // Whole seconds: a second ahead covers everything recorded so far.
+    let later = prost_types::Timestamp {
+        seconds: now().seconds + 1,
+        nanos: 0,
+    };
+    let now_again = api::get_evaluation_brief_request::AsOf::AsOfTime(later);
+    let rebuilt_now = read_models
+        .get_evaluation_brief(as_of(now_again))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        rebuilt_now.insights.is_empty(),
+        "a rebuild up to now still shows the retracted insight"
+    );
+    assert_eq!(rebuilt_now.goals.len(), 1);
 
     // Each read is on mia's record, the refused ones too.
     let records = LedgerClient::new(channel)

@@ -2,6 +2,7 @@
 //! committed in the same transaction as its documents, so a restart never loses or doubles an
 //! event's effect. A projection whose version changed is rebuilt from position zero.
 
+pub mod as_of;
 mod documents;
 pub mod evaluation;
 mod period;

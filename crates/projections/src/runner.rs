@@ -153,8 +153,8 @@ impl ProjectionRunner {
     }
 }
 
-/// Folds a batch and commits it with the checkpoint; returns the new position.
-fn fold(
+/// Folds a batch and commits it with the checkpoint; returns the new checkpoint.
+pub(crate) fn fold(
     store: &dyn DocumentStore,
     projection: &dyn Projection,
     from: Option<Checkpoint>,

@@ -4,11 +4,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ledger_domain::{Id, Role, check_period, manages};
-use ledger_projections::evaluation::{Brief, brief};
+use ledger_domain::{Id, Role, check_period, from_timestamp, manages};
+use ledger_projections::as_of::{AsOf, rebuild};
+use ledger_projections::evaluation::{Brief, EvaluationBriefs, brief};
 use ledger_projections::{DocumentStore, ProjectionRunner};
 use ledger_proto::v1 as api;
-use ledger_store::EventStore;
+use ledger_store::{EventStore, Position};
 use tonic::{Request, Response, Status};
 
 use crate::access::AccessLog;
@@ -172,14 +173,40 @@ impl api::read_models_server::ReadModels for ReadModelsService {
                 "an evaluation brief is read by the member, their manager chain and hr",
             ));
         }
-        let head = self
-            .store
-            .head()
-            .await
-            .map_err(|e| status::from_store(e, "reading the log head"))?;
-        self.briefs.wait_for(head, FRESHNESS_PATIENCE).await;
-        let as_of = self.briefs.status().borrow().position;
-        let documents = self.documents.clone();
+        let (documents, as_of): (Arc<dyn DocumentStore>, _) = match request.as_of {
+            None => {
+                let head = self
+                    .store
+                    .head()
+                    .await
+                    .map_err(|e| status::from_store(e, "reading the log head"))?;
+                self.briefs.wait_for(head, FRESHNESS_PATIENCE).await;
+                let as_of = self.briefs.status().borrow().position;
+                (self.documents.clone(), as_of)
+            }
+            Some(as_of) => {
+                let until = match as_of {
+                    api::get_evaluation_brief_request::AsOf::AsOfPosition(p) => {
+                        AsOf::Position(Position::new(p.commit, p.prepare))
+                    }
+                    api::get_evaluation_brief_request::AsOf::AsOfTime(t) => {
+                        AsOf::Time(from_timestamp(&t))
+                    }
+                };
+                let rebuilt = rebuild(
+                    self.store.as_ref(),
+                    Arc::new(EvaluationBriefs),
+                    caller.tenant.as_str(),
+                    until,
+                )
+                .await;
+                let (memory, reached) = rebuilt.map_err(|error| {
+                    tracing::error!(%error, "rebuilding an evaluation brief as of a past point failed");
+                    Status::internal("internal error")
+                })?;
+                (memory, reached)
+            }
+        };
         let (tenant, member_id, period) = (
             caller.tenant.to_string(),
             member.to_string(),
