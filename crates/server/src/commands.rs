@@ -26,7 +26,9 @@ use crate::status;
 const EVENT_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6d1f_3a2e_8c4b_4e57_9a0d_5b7e_2c91_f0a3);
 
 /// How often a command without an expected version is decided again after a concurrent change.
-const MAX_ATTEMPTS: usize = 8;
+/// Each round of conflicting writers lets at least one through, so this many concurrent commands
+/// on one aggregate all succeed; a short random pause spreads the next round out.
+const MAX_ATTEMPTS: u32 = 64;
 
 /// The most people loaded to walk manager chains for one command.
 const MAX_PERSONS: usize = 64;
@@ -160,7 +162,11 @@ impl CommandHandler {
     ) -> Result<api::CommandResult, Status> {
         let id = A::id(command).map_err(status::from_domain)?;
         let stream = stream_name(&principal.tenant, A::KIND, &id)?;
-        for _ in 0..MAX_ATTEMPTS {
+        for attempt in 0..MAX_ATTEMPTS {
+            if attempt > 0 {
+                let pause = rand::random_range(0..=attempt.min(10)) * 200;
+                tokio::time::sleep(std::time::Duration::from_micros(pause.into())).await;
+            }
             let loaded = self.load::<A>(&stream).await?;
             if let Some(result) = original_result(&loaded.stored, envelope)? {
                 return Ok(result);
