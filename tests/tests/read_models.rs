@@ -351,4 +351,75 @@ async fn the_evaluation_brief_shows_shared_material_to_the_member_their_managers
             "{expected:?} missing from {briefs:?}"
         );
     }
+
+    // Staffing: only what mia shared for staffing, found by hr under any width or case.
+    let skill = api::RecordInsightRequest {
+        command_id: "ins-skill".into(),
+        insight_id: "i-skill".into(),
+        subject_id: "mia".into(),
+        session_id: "s-1".into(),
+        kind: pb::InsightKind::Skill.into(),
+        tags: vec!["Ｐｙｔｈｏｎ".into()],
+        text: "built the churn model".into(),
+        scopes: vec![
+            pb::SharingScope::Participants.into(),
+            pb::SharingScope::Staffing.into(),
+        ],
+        ..Default::default()
+    };
+    insights.record_insight(authed(&mia, skill)).await.unwrap();
+    let hr = server.token("acme", "hiro", &["hr"]);
+    let need = || api::FindStaffingCandidatesRequest {
+        skills: vec!["python".into()],
+        ..Default::default()
+    };
+    let found = read_models
+        .find_staffing_candidates(authed(&hr, need()))
+        .await
+        .unwrap()
+        .into_inner();
+    let candidates: Vec<_> = found
+        .candidates
+        .iter()
+        .map(|c| (c.member_id.as_str(), c.matched_skills.clone()))
+        .collect();
+    assert_eq!(candidates, [("mia", vec!["python".to_owned()])]);
+    assert_eq!(
+        read_models
+            .find_staffing_candidates(authed(&lee, need()))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::PermissionDenied
+    );
+    let profile = |who: &str| {
+        authed(
+            who,
+            api::GetStaffingProfileRequest {
+                member_id: "mia".into(),
+            },
+        )
+    };
+    let shown = read_models
+        .get_staffing_profile(profile(&lee))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        shown
+            .tags
+            .iter()
+            .map(|t| t.tag.as_str())
+            .collect::<Vec<_>>(),
+        ["python"],
+        "the evaluation-only insight stays out"
+    );
+    assert_eq!(
+        read_models
+            .get_staffing_profile(profile(&ren))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::PermissionDenied
+    );
 }

@@ -7,6 +7,7 @@ mod documents;
 pub mod evaluation;
 mod period;
 mod runner;
+pub mod staffing;
 
 pub use documents::{Checkpoint, DocumentStore, Documents, EmbeddedDocuments, Error, Write};
 pub use period::{enclosing, periods_of};

@@ -21,7 +21,8 @@ use anyhow::Context;
 use ledger_audit::NoteSigner;
 use ledger_domain::Policy;
 use ledger_projections::evaluation::EvaluationBriefs;
-use ledger_projections::{DocumentStore, EmbeddedDocuments, ProjectionRunner};
+use ledger_projections::staffing::Staffing;
+use ledger_projections::{DocumentStore, EmbeddedDocuments, Projection, ProjectionRunner};
 use ledger_proto::v1::goals_server::GoalsServer;
 use ledger_proto::v1::insights_server::InsightsServer;
 use ledger_proto::v1::ledger_server::LedgerServer;
@@ -105,6 +106,19 @@ pub struct ServeOptions {
     pub shutdown_grace: Duration,
 }
 
+/// Runs a projection until the store closes, logging why if it stops on an error.
+fn spawn_projection(
+    runner: ProjectionRunner,
+    projection: Arc<dyn Projection>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let name = projection.name();
+        if let Err(error) = runner.run(projection).await {
+            tracing::error!(%error, projection = name, "projection stopped");
+        }
+    })
+}
+
 /// Serves on `listener` until `shutdown` completes, then stops taking requests, lets in-flight
 /// requests finish, and closes the store after its last append is durable.
 pub async fn serve(
@@ -157,17 +171,13 @@ pub async fn serve(
         EmbeddedDocuments::open(&options.data_dir).context("cannot open the read models")?,
     );
     let briefs = ProjectionRunner::new(shared_store.clone(), documents.clone());
-    let projection = tokio::spawn({
-        let briefs = briefs.clone();
-        async move {
-            let result = briefs.run(Arc::new(EvaluationBriefs)).await;
-            if let Err(error) = &result {
-                tracing::error!(%error, "the evaluation brief projection stopped");
-            }
-            result
-        }
-    });
-    let read_models = ReadModelsService::new(shared_store, documents, briefs, handler, access);
+    let staffing = ProjectionRunner::new(shared_store.clone(), documents.clone());
+    let projections = [
+        spawn_projection(briefs.clone(), Arc::new(EvaluationBriefs)),
+        spawn_projection(staffing.clone(), Arc::new(Staffing)),
+    ];
+    let read_models =
+        ReadModelsService::new(shared_store, documents, briefs, staffing, handler, access);
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_service_status("", ServingStatus::Serving).await;
@@ -258,8 +268,10 @@ pub async fn serve(
         .context("cannot close the event store")?;
     // The follower and the projections end with the store's log.
     let _ = follower.await;
-    if let Err(error) = projection.await {
-        tracing::error!(%error, "the evaluation brief projection panicked");
+    for projection in projections {
+        if let Err(error) = projection.await {
+            tracing::error!(%error, "a projection panicked");
+        }
     }
     tracing::info!("dialogue ledger stopped");
     Ok(())

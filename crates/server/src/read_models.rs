@@ -7,6 +7,7 @@ use std::time::Duration;
 use ledger_domain::{Id, Role, check_period, from_timestamp, manages};
 use ledger_projections::as_of::{AsOf, rebuild};
 use ledger_projections::evaluation::{Brief, EvaluationBriefs, brief};
+use ledger_projections::staffing;
 use ledger_projections::{DocumentStore, ProjectionRunner};
 use ledger_proto::v1 as api;
 use ledger_store::{EventStore, Position};
@@ -18,6 +19,8 @@ use crate::commands::CommandHandler;
 use crate::status;
 
 const GET_EVALUATION_BRIEF: &str = "/dialogue.ledger.v1.ReadModels/GetEvaluationBrief";
+const GET_STAFFING_PROFILE: &str = "/dialogue.ledger.v1.ReadModels/GetStaffingProfile";
+const FIND_STAFFING_CANDIDATES: &str = "/dialogue.ledger.v1.ReadModels/FindStaffingCandidates";
 
 /// How long a query waits for the projection to reach what the log has acknowledged (so a
 /// caller reads its own writes); after that it answers as of where the projection stands.
@@ -28,6 +31,7 @@ pub struct ReadModelsService {
     store: Arc<dyn EventStore>,
     documents: Arc<dyn DocumentStore>,
     briefs: ProjectionRunner,
+    staffing: ProjectionRunner,
     directory: Arc<CommandHandler>,
     access: AccessLog,
 }
@@ -37,6 +41,7 @@ impl ReadModelsService {
         store: Arc<dyn EventStore>,
         documents: Arc<dyn DocumentStore>,
         briefs: ProjectionRunner,
+        staffing: ProjectionRunner,
         directory: Arc<CommandHandler>,
         access: AccessLog,
     ) -> Self {
@@ -44,14 +49,28 @@ impl ReadModelsService {
             store,
             documents,
             briefs,
+            staffing,
             directory,
             access,
         }
     }
 
-    /// Whether `caller` may read `member`'s evaluation material: the member themself, anyone in
-    /// their manager chain now, and hr. Auditors see no content through read models.
-    async fn may_read_evaluation(&self, caller: &Principal, member: &Id) -> Result<bool, Status> {
+    /// Waits (briefly) until `runner` has folded what the log has acknowledged, so callers read
+    /// their own writes; returns where it stands.
+    async fn fresh(&self, runner: &ProjectionRunner) -> Result<Option<Position>, Status> {
+        let head = self
+            .store
+            .head()
+            .await
+            .map_err(|e| status::from_store(e, "reading the log head"))?;
+        runner.wait_for(head, FRESHNESS_PATIENCE).await;
+        Ok(runner.status().borrow().position)
+    }
+
+    /// Whether `caller` may read `member`'s evaluation or staffing material: the member
+    /// themself, anyone in their manager chain now, and hr. Auditors see no content through
+    /// read models.
+    async fn may_read_member(&self, caller: &Principal, member: &Id) -> Result<bool, Status> {
         let actor = &caller.actor;
         if actor.has(Role::Hr) || (actor.has(Role::Member) && actor.subject == member.as_str()) {
             return Ok(true);
@@ -164,7 +183,7 @@ impl api::read_models_server::ReadModels for ReadModelsService {
         let request = request.into_inner();
         let member = Id::parse("member_id", &request.member_id).map_err(status::from_domain)?;
         check_period("period", &request.period).map_err(status::from_domain)?;
-        let allowed = self.may_read_evaluation(&caller, &member).await?;
+        let allowed = self.may_read_member(&caller, &member).await?;
         self.access
             .record(&caller, [member.to_string()], GET_EVALUATION_BRIEF, allowed)
             .await;
@@ -228,4 +247,122 @@ impl api::read_models_server::ReadModels for ReadModelsService {
             as_of,
         )))
     }
+
+    async fn get_staffing_profile(
+        &self,
+        request: Request<api::GetStaffingProfileRequest>,
+    ) -> Result<Response<api::StaffingProfile>, Status> {
+        let caller = principal(&request)?;
+        let member =
+            Id::parse("member_id", &request.into_inner().member_id).map_err(status::from_domain)?;
+        let allowed = self.may_read_member(&caller, &member).await?;
+        self.access
+            .record(&caller, [member.to_string()], GET_STAFFING_PROFILE, allowed)
+            .await;
+        if !allowed {
+            return Err(Status::permission_denied(
+                "a staffing profile is read by the member, their manager chain and hr",
+            ));
+        }
+        let as_of = self.fresh(&self.staffing).await?;
+        let (documents, tenant, member_id) = (
+            self.documents.clone(),
+            caller.tenant.to_string(),
+            member.to_string(),
+        );
+        let tags =
+            blocking(move || staffing::profile(documents.as_ref(), &tenant, &member_id)).await?;
+        let tags = tags
+            .into_iter()
+            .map(|(tag, found)| api::StaffingTag {
+                tag,
+                kinds: found.kinds.into_iter().collect(),
+                evidence: found.evidence,
+                latest_micros: found.latest,
+                event_ids: ids(&found.event_ids),
+            })
+            .collect();
+        Ok(Response::new(api::StaffingProfile {
+            member_id: member.to_string(),
+            tags,
+            as_of: position(as_of),
+        }))
+    }
+
+    async fn find_staffing_candidates(
+        &self,
+        request: Request<api::FindStaffingCandidatesRequest>,
+    ) -> Result<Response<api::FindStaffingCandidatesResponse>, Status> {
+        let caller = principal(&request)?;
+        if !caller.actor.has(Role::Hr) {
+            return Err(Status::permission_denied(
+                "staffing candidates are searched by hr",
+            ));
+        }
+        let request = request.into_inner();
+        if request.skills.is_empty() && request.interests.is_empty() {
+            return Err(status::invalid_argument(
+                "skills",
+                "name at least one skill or interest",
+            ));
+        }
+        let limit = match request.limit {
+            0 => 20,
+            n if n <= 100 => n as usize,
+            _ => return Err(status::invalid_argument("limit", "must be at most 100")),
+        };
+        let as_of = self.fresh(&self.staffing).await?;
+        let (documents, tenant) = (self.documents.clone(), caller.tenant.to_string());
+        let (skills, interests) = (request.skills, request.interests);
+        let found = blocking(move || {
+            staffing::candidates(documents.as_ref(), &tenant, &skills, &interests, limit)
+        })
+        .await?;
+        let members: Vec<String> = found.iter().map(|c| c.member.clone()).collect();
+        self.access
+            .record(&caller, members, FIND_STAFFING_CANDIDATES, true)
+            .await;
+        let candidates = found
+            .into_iter()
+            .map(|c| api::StaffingCandidate {
+                member_id: c.member,
+                matched_skills: c.matched_skills.into_iter().collect(),
+                matched_interests: c.matched_interests.into_iter().collect(),
+                evidence: c.evidence,
+                latest_micros: c.latest,
+                event_ids: ids(&c.event_ids),
+            })
+            .collect();
+        Ok(Response::new(api::FindStaffingCandidatesResponse {
+            candidates,
+            as_of: position(as_of),
+        }))
+    }
+}
+
+fn principal<T>(request: &Request<T>) -> Result<Principal, Status> {
+    request
+        .extensions()
+        .get::<Principal>()
+        .cloned()
+        .ok_or_else(|| Status::unauthenticated("missing bearer token"))
+}
+
+fn position(position: Option<Position>) -> Option<api::Position> {
+    position.map(|p| api::Position {
+        commit: p.commit(),
+        prepare: p.prepare(),
+    })
+}
+
+async fn blocking<T: Send + 'static>(
+    read: impl FnOnce() -> Result<T, ledger_projections::Error> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(read)
+        .await
+        .expect("reads do not panic")
+        .map_err(|error| {
+            tracing::error!(%error, "reading a read model failed");
+            Status::internal("internal error")
+        })
 }
