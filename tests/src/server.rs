@@ -162,6 +162,12 @@ impl ServerProcess {
         self.log.lock().unwrap().clone()
     }
 
+    /// Kills the process with SIGKILL and waits for it to die.
+    pub fn kill(&mut self) {
+        self.child.kill().expect("cannot kill the server");
+        self.child.wait().expect("cannot reap the server");
+    }
+
     /// Sends SIGTERM and waits for the process to exit, without blocking the runtime (whose
     /// client connections the server waits for while it drains).
     pub async fn terminate(mut self) -> ExitStatus {

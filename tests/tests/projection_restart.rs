@@ -1,0 +1,201 @@
+//! A server killed while its projections catch up resumes them from their checkpoints, and the
+//! read models then equal a rebuild from scratch.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use ledger_domain::{Event, pb, to_timestamp};
+use ledger_e2e::server::ServerProcess;
+use ledger_store::{EventStore, ExpectedVersion, Metadata, NewEvent, StreamName};
+use ledger_store_embedded::EmbeddedStore;
+use uuid::Uuid;
+
+const STORIES: usize = 4000;
+const EVENTS: u64 = STORIES as u64 * 5;
+
+fn story(i: usize) -> Vec<(String, Event)> {
+    let member = format!("m{}", i % 50);
+    let at = Some(to_timestamp(1_796_119_200_000_000 + i as i64));
+    vec![
+        (
+            format!("acme/session-s{i}"),
+            pb::SessionScheduled {
+                session_id: format!("s{i}"),
+                member_id: member.clone(),
+                partner_id: "lee".into(),
+                relationship: pb::Relationship::Diagonal.into(),
+                purposes: vec![pb::Purpose::Growth.into()],
+                scheduled_at: at,
+                ..Default::default()
+            }
+            .into(),
+        ),
+        (
+            format!("acme/session-s{i}"),
+            pb::SessionHeld {
+                session_id: format!("s{i}"),
+                held_at: at,
+                duration_minutes: 30,
+            }
+            .into(),
+        ),
+        (
+            format!("acme/insight-i{i}"),
+            pb::InsightRecorded {
+                insight_id: format!("i{i}"),
+                subject_id: member.clone(),
+                session_id: format!("s{i}"),
+                kind: pb::InsightKind::Skill.into(),
+                tags: vec![format!("skill-{}", i % 7)],
+                text: "shared".into(),
+                scopes: vec![
+                    pb::SharingScope::Evaluation.into(),
+                    pb::SharingScope::Staffing.into(),
+                ],
+                ..Default::default()
+            }
+            .into(),
+        ),
+        (
+            format!("acme/goal-g{i}"),
+            pb::GoalSet {
+                goal_id: format!("g{i}"),
+                owner_id: member,
+                period: "2026-H2".into(),
+                title: "t".into(),
+                ..Default::default()
+            }
+            .into(),
+        ),
+        (
+            format!("acme/goal-g{i}"),
+            pb::GoalProgressRecorded {
+                goal_id: format!("g{i}"),
+                value: 1.0,
+                ..Default::default()
+            }
+            .into(),
+        ),
+    ]
+}
+
+async fn write_log(dir: &Path) {
+    let store = EmbeddedStore::open(dir).unwrap();
+    let writers: Vec<_> = (0..32)
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for i in (w..STORIES).step_by(32) {
+                    for (stream, event) in story(i) {
+                        let new = NewEvent {
+                            id: Uuid::new_v4(),
+                            event_type: event.type_name().into(),
+                            payload: event.encode().into(),
+                            metadata: Metadata::default(),
+                        };
+                        store
+                            .append(
+                                &StreamName::new(stream).unwrap(),
+                                ExpectedVersion::Any,
+                                vec![new],
+                            )
+                            .await
+                            .unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    store.close().await.unwrap();
+}
+
+/// The projections' checkpoints, read beside the running server.
+fn checkpoints(dir: &Path) -> Vec<u64> {
+    let Ok(db) = rusqlite::Connection::open(dir.join("readmodels.db")) else {
+        return vec![];
+    };
+    let Ok(mut select) = db.prepare("SELECT commit_pos FROM checkpoints ORDER BY projection")
+    else {
+        return vec![];
+    };
+    select
+        .query_map([], |row| row.get::<_, i64>(0))
+        .map(|rows| rows.filter_map(Result::ok).map(|p| p as u64).collect())
+        .unwrap_or_default()
+}
+
+async fn wait_until(dir: &Path, done: impl Fn(&[u64]) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !done(&checkpoints(dir)) {
+        assert!(
+            Instant::now() < deadline,
+            "projections stuck at {:?}",
+            checkpoints(dir)
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn documents(dir: &Path) -> Vec<(String, String, Vec<u8>)> {
+    let db = rusqlite::Connection::open(dir.join("readmodels.db")).unwrap();
+    let mut select = db
+        .prepare("SELECT model, key, body FROM documents ORDER BY model, key")
+        .unwrap();
+    select
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_mid_catch_up_the_read_models_equal_a_rebuild() {
+    let data_dir = tempfile::tempdir().unwrap();
+    write_log(data_dir.path()).await;
+
+    let mut server = ServerProcess::start(data_dir.path());
+    // Kill it once some batches are committed and others are not.
+    wait_until(data_dir.path(), |c| {
+        c.len() == 2 && c.iter().any(|p| *p > 0 && *p < EVENTS)
+    })
+    .await;
+    server.kill();
+    let at_kill = checkpoints(data_dir.path());
+    assert!(
+        at_kill.iter().any(|p| *p < EVENTS),
+        "the projections finished before the kill: {at_kill:?}"
+    );
+
+    let server = ServerProcess::start(data_dir.path());
+    wait_until(data_dir.path(), |c| {
+        c.len() == 2 && c.iter().all(|p| *p == EVENTS)
+    })
+    .await;
+    assert!(server.terminate().await.success());
+    let resumed = documents(data_dir.path());
+
+    for file in ["readmodels.db", "readmodels.db-wal", "readmodels.db-shm"] {
+        let _ = std::fs::remove_file(data_dir.path().join(file));
+    }
+    let server = ServerProcess::start(data_dir.path());
+    wait_until(data_dir.path(), |c| {
+        c.len() == 2 && c.iter().all(|p| *p == EVENTS)
+    })
+    .await;
+    assert!(server.terminate().await.success());
+    let rebuilt = documents(data_dir.path());
+    assert!(
+        rebuilt.len() > STORIES,
+        "too few documents: {}",
+        rebuilt.len()
+    );
+    assert!(
+        resumed == rebuilt,
+        "documents after the kill differ from a rebuild ({} vs {})",
+        resumed.len(),
+        rebuilt.len()
+    );
+}
