@@ -423,3 +423,132 @@ async fn the_evaluation_brief_shows_shared_material_to_the_member_their_managers
         Code::PermissionDenied
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribers_get_each_change_live_and_resume_after_reconnecting() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(data_dir.path());
+    let channel = server.channel().await;
+    let (mut org, mut goals) = (
+        OrgDirectoryClient::new(channel.clone()),
+        GoalsClient::new(channel.clone()),
+    );
+    let mut read_models = ReadModelsClient::new(channel.clone());
+    let service = server.token("acme", "hr-sync", &["service"]);
+    let unit = api::DefineOrgUnitRequest {
+        command_id: "u".into(),
+        org_unit_id: "sales".into(),
+        name: "Sales".into(),
+        ..Default::default()
+    };
+    org.define_org_unit(authed(&service, unit)).await.unwrap();
+    for person in ["lee", "mia", "ren"] {
+        let request = api::RegisterPersonRequest {
+            command_id: format!("reg-{person}"),
+            person_id: person.into(),
+            display_name: person.into(),
+            org_unit_id: "sales".into(),
+            ..Default::default()
+        };
+        org.register_person(authed(&service, request))
+            .await
+            .unwrap();
+    }
+    let assign = api::AssignManagerRequest {
+        command_id: "mgr".into(),
+        person_id: "mia".into(),
+        manager_id: "lee".into(),
+        ..Default::default()
+    };
+    org.assign_manager(authed(&service, assign)).await.unwrap();
+    let (mia, hr) = (
+        server.token("acme", "mia", &["member"]),
+        server.token("acme", "hiro", &["hr"]),
+    );
+    let half = periods_of(now().seconds * 1_000_000)[1].clone();
+    let goal = api::SetGoalRequest {
+        command_id: "goal".into(),
+        goal_id: "g-1".into(),
+        owner_id: "mia".into(),
+        period: half.clone(),
+        kind: pb::GoalKind::Growth.into(),
+        title: "Mentor".into(),
+        ..Default::default()
+    };
+    goals.set_goal(authed(&mia, goal)).await.unwrap();
+    let progress = |n: usize| {
+        let request = api::RecordGoalProgressRequest {
+            command_id: format!("p{n}"),
+            goal_id: "g-1".into(),
+            value: n as f64,
+            ..Default::default()
+        };
+        let mut goals = goals.clone();
+        let mia = mia.clone();
+        async move {
+            goals
+                .record_goal_progress(authed(&mia, request))
+                .await
+                .unwrap()
+        }
+    };
+    let subscribe = |token: &str, after: u64| {
+        authed(
+            token,
+            api::SubscribeRequest {
+                read_model: "evaluation-brief".into(),
+                member_ids: vec![],
+                period: half.clone(),
+                after_checkpoint: after,
+            },
+        )
+    };
+    let progress_of = |change: &api::ReadModelChange| match &change.document {
+        Some(api::read_model_change::Document::EvaluationBrief(brief)) => {
+            brief.goals[0].progress.len()
+        }
+        other => panic!("not a brief: {other:?}"),
+    };
+
+    let mut changes = read_models
+        .subscribe(subscribe(&hr, 0))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = next_change(&mut changes).await;
+    assert_eq!((first.member_id.as_str(), progress_of(&first)), ("mia", 0));
+    progress(1).await;
+    let live = next_change(&mut changes).await;
+    assert_eq!(progress_of(&live), 1);
+    assert!(live.checkpoint > first.checkpoint);
+    drop(changes);
+
+    progress(2).await;
+    let mut resumed = read_models
+        .subscribe(subscribe(&hr, live.checkpoint))
+        .await
+        .unwrap()
+        .into_inner();
+    let after_reconnect = next_change(&mut resumed).await;
+    assert_eq!(
+        progress_of(&after_reconnect),
+        2,
+        "the resumed subscription repeated or missed a change"
+    );
+
+    // ren may not read mia's brief: nothing of hers arrives.
+    let ren = server.token("acme", "ren", &["member"]);
+    let mut theirs = read_models
+        .subscribe(subscribe(&ren, 0))
+        .await
+        .unwrap()
+        .into_inner();
+    let nothing =
+        tokio::time::timeout(std::time::Duration::from_millis(500), theirs.message()).await;
+    assert!(nothing.is_err(), "ren received {nothing:?}");
+}
+
+async fn next_change(stream: &mut tonic::Streaming<api::ReadModelChange>) -> api::ReadModelChange {
+    let arrived = tokio::time::timeout(std::time::Duration::from_secs(20), stream.message()).await;
+    arrived.expect("no change arrived").unwrap().unwrap()
+}

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use ledger_domain::Micros;
 use ledger_store::{AllRead, EventStore, Position};
 
-use crate::documents::{Checkpoint, DocumentStore, Error, Write};
+use crate::documents::{Change, Checkpoint, DocumentStore, Error, Write};
 use crate::runner::{Projection, fold};
 
 /// Where to stop.
@@ -72,6 +72,11 @@ impl DocumentStore for MemoryDocuments {
         }
         checkpoints.insert(projection.to_owned(), to);
         Ok(())
+    }
+
+    fn changes(&self, _after: u64, _limit: usize) -> Result<Vec<Change>, Error> {
+        // A rebuild for one query has no subscribers.
+        Ok(Vec::new())
     }
 
     fn reset(&self, projection: &str, models: &[&str]) -> Result<(), Error> {

@@ -32,6 +32,14 @@ pub struct Checkpoint {
     pub position: Position,
 }
 
+/// A document that changed, and the number of its latest change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub seq: u64,
+    pub model: String,
+    pub key: String,
+}
+
 /// One change to a document.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Write {
@@ -62,6 +70,8 @@ pub trait DocumentStore: Send + Sync + std::fmt::Debug + 'static {
         to: Checkpoint,
         writes: &[Write],
     ) -> Result<(), Error>;
+    /// The documents changed after change number `after`, oldest change first, at most `limit`.
+    fn changes(&self, after: u64, limit: usize) -> Result<Vec<Change>, Error>;
     /// Deletes the projection's documents (of `models`) and its checkpoint, for a rebuild.
     fn reset(&self, projection: &str, models: &[&str]) -> Result<(), Error>;
 }
@@ -98,7 +108,14 @@ impl EmbeddedDocuments {
              CREATE TABLE IF NOT EXISTS checkpoints (
                  projection TEXT PRIMARY KEY, version INTEGER NOT NULL,
                  commit_pos INTEGER NOT NULL, prepare_pos INTEGER NOT NULL
-             ) WITHOUT ROWID;",
+             ) WITHOUT ROWID;
+             -- The last change of each document, numbered across all documents and rebuilds,
+             -- so subscribers resume from a number and see every document's latest state.
+             CREATE TABLE IF NOT EXISTS changes (
+                 model TEXT NOT NULL, key TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (model, key)
+             ) WITHOUT ROWID;
+             CREATE INDEX IF NOT EXISTS changes_by_seq ON changes (seq);
+             CREATE TABLE IF NOT EXISTS change_sequence (id INTEGER PRIMARY KEY CHECK (id = 1), last INTEGER NOT NULL);",
         )?;
         Ok(Self {
             writer: Mutex::new(writer),
@@ -176,7 +193,19 @@ impl DocumentStore for EmbeddedDocuments {
         if current != from {
             return Err(Error::Conflict);
         }
+        let mut seq: i64 = transaction.query_row(
+            "SELECT coalesce((SELECT last FROM change_sequence WHERE id = 1), 0)",
+            [],
+            |row| row.get(0),
+        )?;
         for write in writes {
+            let (Write::Put { model, key, .. } | Write::Delete { model, key }) = write;
+            seq += 1;
+            transaction
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO changes (model, key, seq) VALUES (?1, ?2, ?3)",
+                )?
+                .execute(params![model, key, seq])?;
             match write {
                 Write::Put { model, key, body } => transaction
                     .prepare_cached(
@@ -188,6 +217,9 @@ impl DocumentStore for EmbeddedDocuments {
                     .execute(params![model, key])?,
             };
         }
+        transaction
+            .prepare_cached("INSERT OR REPLACE INTO change_sequence (id, last) VALUES (1, ?1)")?
+            .execute([seq])?;
         transaction
             .prepare_cached(
                 "INSERT OR REPLACE INTO checkpoints (projection, version, commit_pos, prepare_pos)
@@ -201,6 +233,21 @@ impl DocumentStore for EmbeddedDocuments {
             ])?;
         transaction.commit()?;
         Ok(())
+    }
+
+    fn changes(&self, after: u64, limit: usize) -> Result<Vec<Change>, Error> {
+        let reader = self.reader.lock().unwrap();
+        let mut select = reader.prepare_cached(
+            "SELECT seq, model, key FROM changes WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )?;
+        let rows = select.query_map(params![after as i64, limit as i64], |row| {
+            Ok(Change {
+                seq: row.get::<_, i64>(0)? as u64,
+                model: row.get(1)?,
+                key: row.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn reset(&self, projection: &str, models: &[&str]) -> Result<(), Error> {

@@ -9,6 +9,8 @@ mod period;
 mod runner;
 pub mod staffing;
 
-pub use documents::{Checkpoint, DocumentStore, Documents, EmbeddedDocuments, Error, Write};
+pub use documents::{
+    Change, Checkpoint, DocumentStore, Documents, EmbeddedDocuments, Error, Write,
+};
 pub use period::{enclosing, periods_of};
 pub use runner::{Applied, Projection, ProjectionRunner, ProjectionStatus};

@@ -118,6 +118,24 @@ async fn restarts_neither_lose_nor_double_an_event() {
     run_to_head(&store, documents.clone(), counter.clone()).await;
     assert_eq!(count(&documents, "acme"), 2200);
 
+    // The change feed holds each document once, at its latest change.
+    let changes = documents.changes(0, 100).unwrap();
+    let keys: Vec<_> = changes
+        .iter()
+        .map(|c| (c.model.as_str(), c.key.as_str()))
+        .collect();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert!(keys.contains(&("count", "acme")) && keys.contains(&("count", "globex")));
+    let acme = changes.iter().find(|c| c.key == "acme").unwrap().seq;
+    assert!(
+        documents
+            .changes(acme, 100)
+            .unwrap()
+            .iter()
+            .all(|c| c.key != "acme"),
+        "resuming repeats a change"
+    );
+
     // A new version rebuilds from zero.
     counter.version.store(2, Ordering::Relaxed);
     run_to_head(&store, documents.clone(), counter.clone()).await;

@@ -1,12 +1,17 @@
 //! The `ReadModels` gRPC service: queries over the projections' documents, with access decided
 //! from the caller's token and the org directory, and every read on record.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+
+use futures::StreamExt;
 use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 
 use ledger_domain::{Id, Role, check_period, from_timestamp, manages};
 use ledger_projections::as_of::{AsOf, rebuild};
-use ledger_projections::evaluation::{Brief, EvaluationBriefs, brief};
+use ledger_projections::evaluation::{self, Brief, EvaluationBriefs, brief};
 use ledger_projections::staffing;
 use ledger_projections::{DocumentStore, ProjectionRunner};
 use ledger_proto::v1 as api;
@@ -21,6 +26,19 @@ use crate::status;
 const GET_EVALUATION_BRIEF: &str = "/dialogue.ledger.v1.ReadModels/GetEvaluationBrief";
 const GET_STAFFING_PROFILE: &str = "/dialogue.ledger.v1.ReadModels/GetStaffingProfile";
 const FIND_STAFFING_CANDIDATES: &str = "/dialogue.ledger.v1.ReadModels/FindStaffingCandidates";
+const SUBSCRIBE: &str = "/dialogue.ledger.v1.ReadModels/Subscribe";
+
+/// The served models each subscribable read model is made of.
+const EVALUATION_MODELS: [&str; 4] = [
+    evaluation::GOALS,
+    evaluation::SESSIONS,
+    evaluation::ITEMS,
+    evaluation::INSIGHTS,
+];
+const STAFFING_MODELS: [&str; 1] = [staffing::INSIGHTS];
+
+type ChangeStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<api::ReadModelChange, Status>> + Send>>;
 
 /// How long a query waits for the projection to reach what the log has acknowledged (so a
 /// caller reads its own writes); after that it answers as of where the projection stands.
@@ -226,26 +244,15 @@ impl api::read_models_server::ReadModels for ReadModelsService {
                 (memory, reached)
             }
         };
-        let (tenant, member_id, period) = (
-            caller.tenant.to_string(),
-            member.to_string(),
-            request.period.clone(),
-        );
-        let brief = tokio::task::spawn_blocking(move || {
-            brief(documents.as_ref(), &tenant, &member_id, &period)
-        })
-        .await
-        .expect("reads do not panic")
-        .map_err(|error| {
-            tracing::error!(%error, "reading an evaluation brief failed");
-            Status::internal("internal error")
-        })?;
-        Ok(Response::new(to_api(
+        let view = brief_view(
+            documents,
+            caller.tenant.as_str(),
             member.as_str(),
             &request.period,
-            brief,
             as_of,
-        )))
+        )
+        .await?;
+        Ok(Response::new(view))
     }
 
     async fn get_staffing_profile(
@@ -265,28 +272,58 @@ impl api::read_models_server::ReadModels for ReadModelsService {
             ));
         }
         let as_of = self.fresh(&self.staffing).await?;
-        let (documents, tenant, member_id) = (
+        let view = profile_view(
             self.documents.clone(),
-            caller.tenant.to_string(),
-            member.to_string(),
+            caller.tenant.as_str(),
+            member.as_str(),
+            as_of,
+        )
+        .await?;
+        Ok(Response::new(view))
+    }
+
+    type SubscribeStream = ChangeStream;
+
+    async fn subscribe(
+        &self,
+        request: Request<api::SubscribeRequest>,
+    ) -> Result<Response<ChangeStream>, Status> {
+        let caller = principal(&request)?;
+        let request = request.into_inner();
+        let (models, runner, period): (&'static [&'static str], _, _) =
+            match request.read_model.as_str() {
+                "evaluation-brief" => {
+                    check_period("period", &request.period).map_err(status::from_domain)?;
+                    (
+                        &EVALUATION_MODELS,
+                        self.briefs.clone(),
+                        Some(request.period.clone()),
+                    )
+                }
+                "staffing-profile" => (&STAFFING_MODELS, self.staffing.clone(), None),
+                _ => {
+                    return Err(status::invalid_argument(
+                        "read_model",
+                        "must be evaluation-brief or staffing-profile",
+                    ));
+                }
+            };
+        for member in &request.member_ids {
+            Id::parse("member_ids", member).map_err(status::from_domain)?;
+        }
+        let following = Following {
+            caller,
+            models,
+            runner,
+            period,
+            members: request.member_ids,
+        };
+        let (sender, receiver) = mpsc::channel(64);
+        tokio::spawn(
+            self.clone()
+                .follow_changes(following, request.after_checkpoint, sender),
         );
-        let tags =
-            blocking(move || staffing::profile(documents.as_ref(), &tenant, &member_id)).await?;
-        let tags = tags
-            .into_iter()
-            .map(|(tag, found)| api::StaffingTag {
-                tag,
-                kinds: found.kinds.into_iter().collect(),
-                evidence: found.evidence,
-                latest_micros: found.latest,
-                event_ids: ids(&found.event_ids),
-            })
-            .collect();
-        Ok(Response::new(api::StaffingProfile {
-            member_id: member.to_string(),
-            tags,
-            as_of: position(as_of),
-        }))
+        Ok(Response::new(ReceiverStream::new(receiver).boxed()))
     }
 
     async fn find_staffing_candidates(
@@ -337,6 +374,158 @@ impl api::read_models_server::ReadModels for ReadModelsService {
             candidates,
             as_of: position(as_of),
         }))
+    }
+}
+
+/// A member's evaluation brief for `period`, as the API returns it.
+async fn brief_view(
+    documents: Arc<dyn DocumentStore>,
+    tenant: &str,
+    member: &str,
+    period: &str,
+    as_of: Option<Position>,
+) -> Result<api::EvaluationBrief, Status> {
+    let (tenant, member_id, period_owned) =
+        (tenant.to_owned(), member.to_owned(), period.to_owned());
+    let found =
+        blocking(move || brief(documents.as_ref(), &tenant, &member_id, &period_owned)).await?;
+    Ok(to_api(member, period, found, as_of))
+}
+
+/// A member's staffing profile, as the API returns it.
+async fn profile_view(
+    documents: Arc<dyn DocumentStore>,
+    tenant: &str,
+    member: &str,
+    as_of: Option<Position>,
+) -> Result<api::StaffingProfile, Status> {
+    let (tenant, member_id) = (tenant.to_owned(), member.to_owned());
+    let tags = blocking(move || staffing::profile(documents.as_ref(), &tenant, &member_id)).await?;
+    let tags = tags
+        .into_iter()
+        .map(|(tag, found)| api::StaffingTag {
+            tag,
+            kinds: found.kinds.into_iter().collect(),
+            evidence: found.evidence,
+            latest_micros: found.latest,
+            event_ids: ids(&found.event_ids),
+        })
+        .collect();
+    Ok(api::StaffingProfile {
+        member_id: member.to_owned(),
+        tags,
+        as_of: position(as_of),
+    })
+}
+
+/// What a subscription follows.
+#[derive(Debug, Clone)]
+struct Following {
+    caller: Principal,
+    /// The served document models whose changes concern it.
+    models: &'static [&'static str],
+    runner: ProjectionRunner,
+    /// Some(period) for evaluation briefs, None for staffing profiles.
+    period: Option<String>,
+    members: Vec<String>,
+}
+
+impl ReadModelsService {
+    /// Sends each changed member's document, oldest change first, until the subscriber leaves.
+    async fn follow_changes(
+        self,
+        following: Following,
+        mut after: u64,
+        sender: mpsc::Sender<Result<api::ReadModelChange, Status>>,
+    ) {
+        let prefix = format!("{}/", following.caller.tenant);
+        let mut status = following.runner.status();
+        let mut decided: HashMap<String, bool> = HashMap::new();
+        loop {
+            let documents = self.documents.clone();
+            let changes = match blocking(move || documents.changes(after, 1024)).await {
+                Ok(changes) => changes,
+                Err(error) => {
+                    let _ = sender.send(Err(error)).await;
+                    return;
+                }
+            };
+            let Some(last) = changes.last() else {
+                tokio::select! {
+                    changed = status.changed() => if changed.is_err() { return },
+                    () = sender.closed() => return,
+                }
+                continue;
+            };
+            after = last.seq;
+            // Each member once per batch, at their latest change.
+            let mut latest: HashMap<String, u64> = HashMap::new();
+            for change in changes
+                .iter()
+                .filter(|c| following.models.contains(&c.model.as_str()))
+            {
+                let Some(member) = change
+                    .key
+                    .strip_prefix(&prefix)
+                    .and_then(|rest| rest.split('/').next())
+                else {
+                    continue;
+                };
+                if following.members.is_empty() || following.members.iter().any(|m| m == member) {
+                    latest.insert(member.to_owned(), change.seq);
+                }
+            }
+            let mut members: Vec<(u64, String)> = latest
+                .into_iter()
+                .map(|(member, seq)| (seq, member))
+                .collect();
+            members.sort();
+            for (seq, member) in members {
+                let Ok(id) = Id::parse("member_id", &member) else {
+                    continue;
+                };
+                let allowed = match decided.get(&member) {
+                    Some(allowed) => *allowed,
+                    None => {
+                        let Ok(allowed) = self.may_read_member(&following.caller, &id).await else {
+                            return;
+                        };
+                        // Denials are recorded for members asked for by name, not for every member of an
+                        // organisation-wide subscription.
+                        if allowed || !following.members.is_empty() {
+                            self.access
+                                .record(&following.caller, [member.clone()], SUBSCRIBE, allowed)
+                                .await;
+                        }
+                        decided.insert(member.clone(), allowed);
+                        allowed
+                    }
+                };
+                if !allowed {
+                    continue;
+                }
+                let as_of = following.runner.status().borrow().position;
+                let tenant = following.caller.tenant.as_str();
+                let document = match &following.period {
+                    Some(period) => {
+                        brief_view(self.documents.clone(), tenant, &member, period, as_of)
+                            .await
+                            .map(api::read_model_change::Document::EvaluationBrief)
+                    }
+                    None => profile_view(self.documents.clone(), tenant, &member, as_of)
+                        .await
+                        .map(api::read_model_change::Document::StaffingProfile),
+                };
+                let change = document.map(|document| api::ReadModelChange {
+                    checkpoint: seq,
+                    member_id: member.clone(),
+                    document: Some(document),
+                });
+                if sender.send(change).await.is_err() {
+                    return;
+                }
+            }
+        }
     }
 }
 
