@@ -126,24 +126,29 @@ impl EmbeddedDocuments {
     }
 }
 
+fn stored_checkpoint(
+    connection: &Connection,
+    projection: &str,
+) -> Result<Option<Checkpoint>, Error> {
+    let found = connection
+        .prepare_cached(
+            "SELECT version, commit_pos, prepare_pos FROM checkpoints WHERE projection = ?1",
+        )?
+        .query_row([projection], |row| {
+            let position =
+                Position::new(row.get::<_, i64>(1)? as u64, row.get::<_, i64>(2)? as u64);
+            Ok(Checkpoint {
+                version: row.get(0)?,
+                position,
+            })
+        })
+        .optional()?;
+    Ok(found)
+}
+
 impl DocumentStore for EmbeddedDocuments {
     fn checkpoint(&self, projection: &str) -> Result<Option<Checkpoint>, Error> {
-        let reader = self.reader.lock().unwrap();
-        let found = reader
-            .prepare_cached(
-                "SELECT version, commit_pos, prepare_pos FROM checkpoints WHERE projection = ?1",
-            )?
-            .query_row([projection], |row| {
-                Ok(Checkpoint {
-                    version: row.get(0)?,
-                    position: Position::new(
-                        row.get::<_, i64>(1)? as u64,
-                        row.get::<_, i64>(2)? as u64,
-                    ),
-                })
-            })
-            .optional()?;
-        Ok(found)
+        stored_checkpoint(&self.reader.lock().unwrap(), projection)
     }
 
     fn get(&self, model: &str, key: &str) -> Result<Option<Vec<u8>>, Error> {
@@ -178,21 +183,7 @@ impl DocumentStore for EmbeddedDocuments {
     ) -> Result<(), Error> {
         let mut writer = self.writer.lock().unwrap();
         let transaction = writer.transaction()?;
-        let current = transaction
-            .prepare_cached(
-                "SELECT version, commit_pos, prepare_pos FROM checkpoints WHERE projection = ?1",
-            )?
-            .query_row([projection], |row| {
-                Ok(Checkpoint {
-                    version: row.get(0)?,
-                    position: Position::new(
-                        row.get::<_, i64>(1)? as u64,
-                        row.get::<_, i64>(2)? as u64,
-                    ),
-                })
-            })
-            .optional()?;
-        if current != from {
+        if stored_checkpoint(&transaction, projection)? != from {
             return Err(Error::Conflict);
         }
         let mut seq: i64 = transaction.query_row(

@@ -45,6 +45,17 @@ pub struct Principal {
     pub actor: Actor,
 }
 
+impl Principal {
+    /// The principal the authenticating interceptor put into `request`.
+    pub fn of<T>(request: &Request<T>) -> Result<Self, Status> {
+        request
+            .extensions()
+            .get::<Self>()
+            .cloned()
+            .ok_or_else(|| Status::unauthenticated("missing bearer token"))
+    }
+}
+
 /// The quick start's key pair in the data directory.
 #[derive(Debug, Clone)]
 pub struct LocalKeys {

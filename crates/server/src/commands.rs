@@ -126,11 +126,7 @@ impl CommandHandler {
         request: Request<R>,
         command: fn(R) -> A::Command,
     ) -> Result<Response<api::CommandResult>, Status> {
-        let principal = request
-            .extensions()
-            .get::<Principal>()
-            .cloned()
-            .ok_or_else(|| Status::unauthenticated("missing bearer token"))?;
+        let principal = Principal::of(&request)?;
         let correlation_id = (request.metadata().get("x-correlation-id"))
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.parse().ok());

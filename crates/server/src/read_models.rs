@@ -193,11 +193,7 @@ impl api::read_models_server::ReadModels for ReadModelsService {
         &self,
         request: Request<api::GetEvaluationBriefRequest>,
     ) -> Result<Response<api::EvaluationBrief>, Status> {
-        let caller = request
-            .extensions()
-            .get::<Principal>()
-            .cloned()
-            .ok_or_else(|| Status::unauthenticated("missing bearer token"))?;
+        let caller = Principal::of(&request)?;
         let request = request.into_inner();
         let member = Id::parse("member_id", &request.member_id).map_err(status::from_domain)?;
         check_period("period", &request.period).map_err(status::from_domain)?;
@@ -259,7 +255,7 @@ impl api::read_models_server::ReadModels for ReadModelsService {
         &self,
         request: Request<api::GetStaffingProfileRequest>,
     ) -> Result<Response<api::StaffingProfile>, Status> {
-        let caller = principal(&request)?;
+        let caller = Principal::of(&request)?;
         let member =
             Id::parse("member_id", &request.into_inner().member_id).map_err(status::from_domain)?;
         let allowed = self.may_read_member(&caller, &member).await?;
@@ -288,7 +284,7 @@ impl api::read_models_server::ReadModels for ReadModelsService {
         &self,
         request: Request<api::SubscribeRequest>,
     ) -> Result<Response<ChangeStream>, Status> {
-        let caller = principal(&request)?;
+        let caller = Principal::of(&request)?;
         let request = request.into_inner();
         let (models, runner, period): (&'static [&'static str], _, _) =
             match request.read_model.as_str() {
@@ -330,7 +326,7 @@ impl api::read_models_server::ReadModels for ReadModelsService {
         &self,
         request: Request<api::FindStaffingCandidatesRequest>,
     ) -> Result<Response<api::FindStaffingCandidatesResponse>, Status> {
-        let caller = principal(&request)?;
+        let caller = Principal::of(&request)?;
         if !caller.actor.has(Role::Hr) {
             return Err(Status::permission_denied(
                 "staffing candidates are searched by hr",
@@ -527,14 +523,6 @@ impl ReadModelsService {
             }
         }
     }
-}
-
-fn principal<T>(request: &Request<T>) -> Result<Principal, Status> {
-    request
-        .extensions()
-        .get::<Principal>()
-        .cloned()
-        .ok_or_else(|| Status::unauthenticated("missing bearer token"))
 }
 
 fn position(position: Option<Position>) -> Option<api::Position> {

@@ -70,7 +70,7 @@ impl LedgerService {
 
     /// The caller, who must be an auditor or an admin.
     fn auditor<T>(request: &Request<T>) -> Result<Principal, Status> {
-        let principal = principal(request)?;
+        let principal = Principal::of(request)?;
         Self::auditor_only(&principal)?;
         Ok(principal)
     }
@@ -244,14 +244,6 @@ impl Follower {
     }
 }
 
-fn principal<T>(request: &Request<T>) -> Result<Principal, Status> {
-    request
-        .extensions()
-        .get::<Principal>()
-        .cloned()
-        .ok_or_else(|| Status::unauthenticated("missing bearer token"))
-}
-
 fn tree_status(error: TreeError) -> Status {
     match error {
         TreeError::Proof(ProofError::IndexOutOfRange { index, size }) => {
@@ -296,7 +288,7 @@ impl api::ledger_server::Ledger for LedgerService {
         &self,
         request: Request<api::ReadStreamRequest>,
     ) -> Result<Response<api::ReadEventsResponse>, Status> {
-        let caller = principal(&request)?;
+        let caller = Principal::of(&request)?;
         let request = request.into_inner();
         let limit = limit(request.limit)?;
         if request.stream.is_empty() || request.stream.contains('/') {
@@ -484,7 +476,7 @@ impl api::ledger_server::Ledger for LedgerService {
         &self,
         request: Request<api::ListAccessRecordsRequest>,
     ) -> Result<Response<api::ListAccessRecordsResponse>, Status> {
-        let caller = principal(&request)?;
+        let caller = Principal::of(&request)?;
         let person =
             Id::parse("person_id", &request.into_inner().person_id).map_err(status::from_domain)?;
         let actor = &caller.actor;
