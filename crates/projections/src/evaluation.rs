@@ -17,6 +17,7 @@ use uuid::Uuid;
 use crate::documents::{DocumentStore, Documents, Error};
 use crate::period::{enclosing, periods_of};
 use crate::runner::{Applied, Projection};
+use crate::sharing::Sharing;
 
 /// Served: goals, `{tenant}/{owner}/{goal}`.
 pub const GOALS: &str = "evaluation-goal";
@@ -77,8 +78,7 @@ pub struct InsightDoc {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 struct InsightSource {
     subject: String,
-    scopes: Vec<i32>,
-    retracted: bool,
+    sharing: Sharing,
     document: InsightDoc,
 }
 
@@ -218,10 +218,7 @@ impl EvaluationBriefs {
         };
         change(&mut source);
         let served_key = format!("{tenant}/{}/{insight}", source.subject);
-        let shared = !source.retracted
-            && source
-                .scopes
-                .contains(&i32::from(pb::SharingScope::Evaluation));
+        let shared = source.sharing.allows(pb::SharingScope::Evaluation);
         if shared {
             documents.put(INSIGHTS, &served_key, source.document.clone())?;
         } else {
@@ -237,7 +234,7 @@ impl Projection for EvaluationBriefs {
     }
 
     fn version(&self) -> u32 {
-        2
+        3
     }
 
     fn models(&self) -> &'static [&'static str] {
@@ -350,8 +347,7 @@ impl Projection for EvaluationBriefs {
             Event::InsightRecorded(e) => {
                 let source = InsightSource {
                     subject: e.subject_id.clone(),
-                    scopes: e.scopes.clone(),
-                    retracted: false,
+                    sharing: Sharing::recorded(&e.scopes),
                     document: InsightDoc {
                         recorded_at: at,
                         kind: e.kind,
@@ -367,27 +363,13 @@ impl Projection for EvaluationBriefs {
                 )?;
                 Self::insight(documents, tenant, &e.insight_id, |_| {})
             }
-            Event::InsightShared(e) => Self::insight(documents, tenant, &e.insight_id, |source| {
-                for scope in &e.added {
-                    if !source.scopes.contains(scope) {
-                        source.scopes.push(*scope);
-                    }
-                }
-                source.document.event_ids.push(id);
-            }),
-            Event::InsightNarrowed(e) => {
-                Self::insight(documents, tenant, &e.insight_id, |source| {
-                    source.scopes.retain(|scope| !e.removed.contains(scope));
+            event => match Sharing::changed_insight(event) {
+                Some(insight) => Self::insight(documents, tenant, insight, |source| {
+                    source.sharing.apply(event);
                     source.document.event_ids.push(id);
-                })
-            }
-            Event::InsightRetracted(e) => {
-                Self::insight(documents, tenant, &e.insight_id, |source| {
-                    source.retracted = true;
-                    source.document.event_ids.push(id);
-                })
-            }
-            _ => Ok(()),
+                }),
+                None => Ok(()),
+            },
         }
     }
 }

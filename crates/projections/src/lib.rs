@@ -7,6 +7,7 @@ mod documents;
 pub mod evaluation;
 mod period;
 mod runner;
+mod sharing;
 pub mod staffing;
 
 pub use documents::{

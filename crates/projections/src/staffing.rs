@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use crate::documents::{DocumentStore, Documents, Error};
 use crate::runner::{Applied, Projection};
+use crate::sharing::Sharing;
 
 /// Served: the subject's staffing-shared insights, `{tenant}/{subject}/{insight}`.
 pub const INSIGHTS: &str = "staffing-insight";
@@ -59,8 +60,7 @@ pub struct StaffingInsight {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 struct Source {
     subject: String,
-    scopes: Vec<i32>,
-    retracted: bool,
+    sharing: Sharing,
     insight: StaffingInsight,
 }
 
@@ -173,10 +173,7 @@ impl Staffing {
             return Ok(());
         };
         change(&mut source);
-        let shared = !source.retracted
-            && source
-                .scopes
-                .contains(&i32::from(pb::SharingScope::Staffing));
+        let shared = source.sharing.allows(pb::SharingScope::Staffing);
         let subject = source.subject.clone();
         let served_key = format!("{tenant}/{subject}/{insight}");
         for tag in &source.insight.tags {
@@ -202,7 +199,7 @@ impl Projection for Staffing {
     }
 
     fn version(&self) -> u32 {
-        1
+        2
     }
 
     fn models(&self) -> &'static [&'static str] {
@@ -221,8 +218,7 @@ impl Projection for Staffing {
                     .collect();
                 let source = Source {
                     subject: e.subject_id.clone(),
-                    scopes: e.scopes.clone(),
-                    retracted: false,
+                    sharing: Sharing::recorded(&e.scopes),
                     insight: StaffingInsight {
                         kind: e.kind,
                         tags: tags.into_iter().collect(),
@@ -233,23 +229,13 @@ impl Projection for Staffing {
                 documents.put(SOURCES, &format!("{tenant}/{}", e.insight_id), source)?;
                 Self::sync(documents, tenant, &e.insight_id, |_| {})
             }
-            Event::InsightShared(e) => Self::sync(documents, tenant, &e.insight_id, |source| {
-                for scope in &e.added {
-                    if !source.scopes.contains(scope) {
-                        source.scopes.push(*scope);
-                    }
-                }
-                source.insight.event_ids.push(id);
-            }),
-            Event::InsightNarrowed(e) => Self::sync(documents, tenant, &e.insight_id, |source| {
-                source.scopes.retain(|scope| !e.removed.contains(scope));
-                source.insight.event_ids.push(id);
-            }),
-            Event::InsightRetracted(e) => Self::sync(documents, tenant, &e.insight_id, |source| {
-                source.retracted = true;
-                source.insight.event_ids.push(id);
-            }),
-            _ => Ok(()),
+            event => match Sharing::changed_insight(event) {
+                Some(insight) => Self::sync(documents, tenant, insight, |source| {
+                    source.sharing.apply(event);
+                    source.insight.event_ids.push(id);
+                }),
+                None => Ok(()),
+            },
         }
     }
 }
