@@ -422,6 +422,76 @@ async fn the_evaluation_brief_shows_shared_material_to_the_member_their_managers
             .code(),
         Code::PermissionDenied
     );
+
+    // Development: strengths as shared with each reader, the network counted, never named.
+    let strength = api::RecordInsightRequest {
+        command_id: "ins-strength".into(),
+        insight_id: "i-strength".into(),
+        subject_id: "mia".into(),
+        session_id: "s-1".into(),
+        kind: pb::InsightKind::Strength.into(),
+        text: "explains clearly".into(),
+        scopes: vec![
+            pb::SharingScope::Participants.into(),
+            pb::SharingScope::ManagerChain.into(),
+        ],
+        ..Default::default()
+    };
+    insights
+        .record_insight(authed(&mia, strength))
+        .await
+        .unwrap();
+    let ask_review = |who: &str| {
+        authed(
+            who,
+            api::GetDevelopmentReviewRequest {
+                member_id: "mia".into(),
+            },
+        )
+    };
+    let by_manager = read_models
+        .get_development_review(ask_review(&lee))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        by_manager
+            .insights
+            .iter()
+            .map(|i| i.insight_id.as_str())
+            .collect::<Vec<_>>(),
+        ["i-strength"]
+    );
+    assert_eq!(by_manager.goals.len(), 1, "the career goal");
+    let network: Vec<_> = by_manager
+        .network
+        .iter()
+        .map(|n| (n.relationship.as_str(), n.partners, n.sessions))
+        .collect();
+    assert_eq!(
+        network,
+        [
+            ("RELATIONSHIP_DIAGONAL", 1, 1),
+            ("RELATIONSHIP_VERTICAL_DIRECT", 1, 1)
+        ]
+    );
+    let by_hr = read_models
+        .get_development_review(ask_review(&hr))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        by_hr.insights.is_empty(),
+        "hr saw an insight shared only with the manager chain"
+    );
+    assert_eq!(
+        read_models
+            .get_development_review(ask_review(&ren))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::PermissionDenied
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -160,6 +160,23 @@ pub fn brief(
     Ok(brief)
 }
 
+/// `member`'s action-item follow-through over all time.
+pub fn follow_through(
+    store: &dyn DocumentStore,
+    tenant: &str,
+    member: &str,
+) -> Result<FollowThrough, Error> {
+    let mut follow = FollowThrough::default();
+    for (_, body) in store.scan(ITEMS, &format!("{tenant}/{member}/"))? {
+        let item: ItemDoc = serde_json::from_slice(&body)?;
+        follow.agreed += 1;
+        follow.completed += u32::from(item.status == "completed");
+        follow.dropped += u32::from(item.status == "dropped");
+        follow.event_ids.extend(item.event_ids);
+    }
+    Ok(follow)
+}
+
 /// The evaluation brief projection.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct EvaluationBriefs;

@@ -3,6 +3,7 @@
 //! event's effect. A projection whose version changed is rebuilt from position zero.
 
 pub mod as_of;
+pub mod development;
 mod documents;
 pub mod evaluation;
 mod period;

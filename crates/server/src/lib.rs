@@ -20,6 +20,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use ledger_audit::NoteSigner;
 use ledger_domain::Policy;
+use ledger_projections::development::DevelopmentReviews;
 use ledger_projections::evaluation::EvaluationBriefs;
 use ledger_projections::staffing::Staffing;
 use ledger_projections::{DocumentStore, EmbeddedDocuments, Projection, ProjectionRunner};
@@ -42,7 +43,7 @@ use crate::access::AccessLog;
 use crate::auth::Authenticator;
 use crate::commands::CommandHandler;
 use crate::ledger::{AuditTrees, LedgerService};
-use crate::read_models::ReadModelsService;
+use crate::read_models::{ReadModelRunners, ReadModelsService};
 use crate::services::CommandService;
 
 /// The ledger's own services, by their full gRPC names (for health checks).
@@ -172,12 +173,18 @@ pub async fn serve(
     );
     let briefs = ProjectionRunner::new(shared_store.clone(), documents.clone());
     let staffing = ProjectionRunner::new(shared_store.clone(), documents.clone());
+    let development = ProjectionRunner::new(shared_store.clone(), documents.clone());
     let projections = [
         spawn_projection(briefs.clone(), Arc::new(EvaluationBriefs)),
         spawn_projection(staffing.clone(), Arc::new(Staffing)),
+        spawn_projection(development.clone(), Arc::new(DevelopmentReviews)),
     ];
-    let read_models =
-        ReadModelsService::new(shared_store, documents, briefs, staffing, handler, access);
+    let runners = ReadModelRunners {
+        briefs,
+        staffing,
+        development,
+    };
+    let read_models = ReadModelsService::new(shared_store, documents, runners, handler, access);
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_service_status("", ServingStatus::Serving).await;

@@ -1,7 +1,7 @@
 //! The `ReadModels` gRPC service: queries over the projections' documents, with access decided
 //! from the caller's token and the org directory, and every read on record.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -11,6 +11,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use ledger_domain::{Id, Role, check_period, from_timestamp, manages};
 use ledger_projections::as_of::{AsOf, rebuild};
+use ledger_projections::development::{self, Reader};
 use ledger_projections::evaluation::{self, Brief, EvaluationBriefs, brief};
 use ledger_projections::staffing;
 use ledger_projections::{DocumentStore, ProjectionRunner};
@@ -27,6 +28,7 @@ const GET_EVALUATION_BRIEF: &str = "/dialogue.ledger.v1.ReadModels/GetEvaluation
 const GET_STAFFING_PROFILE: &str = "/dialogue.ledger.v1.ReadModels/GetStaffingProfile";
 const FIND_STAFFING_CANDIDATES: &str = "/dialogue.ledger.v1.ReadModels/FindStaffingCandidates";
 const SUBSCRIBE: &str = "/dialogue.ledger.v1.ReadModels/Subscribe";
+const GET_DEVELOPMENT_REVIEW: &str = "/dialogue.ledger.v1.ReadModels/GetDevelopmentReview";
 
 /// The served models each subscribable read model is made of.
 const EVALUATION_MODELS: [&str; 4] = [
@@ -44,12 +46,21 @@ type ChangeStream =
 /// caller reads its own writes); after that it answers as of where the projection stands.
 const FRESHNESS_PATIENCE: Duration = Duration::from_secs(2);
 
+/// The runners of the projections the service reads.
+#[derive(Debug, Clone)]
+pub struct ReadModelRunners {
+    pub briefs: ProjectionRunner,
+    pub staffing: ProjectionRunner,
+    pub development: ProjectionRunner,
+}
+
 #[derive(Debug, Clone)]
 pub struct ReadModelsService {
     store: Arc<dyn EventStore>,
     documents: Arc<dyn DocumentStore>,
     briefs: ProjectionRunner,
     staffing: ProjectionRunner,
+    development: ProjectionRunner,
     directory: Arc<CommandHandler>,
     access: AccessLog,
 }
@@ -58,16 +69,21 @@ impl ReadModelsService {
     pub fn new(
         store: Arc<dyn EventStore>,
         documents: Arc<dyn DocumentStore>,
-        briefs: ProjectionRunner,
-        staffing: ProjectionRunner,
+        runners: ReadModelRunners,
         directory: Arc<CommandHandler>,
         access: AccessLog,
     ) -> Self {
+        let ReadModelRunners {
+            briefs,
+            staffing,
+            development,
+        } = runners;
         Self {
             store,
             documents,
             briefs,
             staffing,
+            development,
             directory,
             access,
         }
@@ -89,23 +105,31 @@ impl ReadModelsService {
     /// themself, anyone in their manager chain now, and hr. Auditors see no content through
     /// read models.
     async fn may_read_member(&self, caller: &Principal, member: &Id) -> Result<bool, Status> {
+        Ok(self.relation(caller, member).await?.is_some())
+    }
+
+    /// How `caller` stands to `member`: the member themself, in their manager chain now, or hr
+    /// (in that order); `None` for anyone else.
+    async fn relation(&self, caller: &Principal, member: &Id) -> Result<Option<Reader>, Status> {
         let actor = &caller.actor;
-        if actor.has(Role::Hr) || (actor.has(Role::Member) && actor.subject == member.as_str()) {
-            return Ok(true);
+        if actor.has(Role::Member) && actor.subject == member.as_str() {
+            return Ok(Some(Reader::Member));
         }
-        if !actor.has(Role::Member) {
-            return Ok(false);
+        if actor.has(Role::Member) {
+            let references = ledger_domain::References {
+                persons: vec![member.to_string()],
+                ..Default::default()
+            };
+            let world = self
+                .directory
+                .load_world(&caller.tenant, references)
+                .await?;
+            let now = ledger_store::Timestamp::now().as_micros();
+            if manages(&world, &actor.subject, member.as_str(), now) {
+                return Ok(Some(Reader::ManagerChain));
+            }
         }
-        let references = ledger_domain::References {
-            persons: vec![member.to_string()],
-            ..Default::default()
-        };
-        let world = self
-            .directory
-            .load_world(&caller.tenant, references)
-            .await?;
-        let now = ledger_store::Timestamp::now().as_micros();
-        Ok(manages(&world, &actor.subject, member.as_str(), now))
+        Ok(actor.has(Role::Hr).then_some(Reader::Hr))
     }
 }
 
@@ -276,6 +300,93 @@ impl api::read_models_server::ReadModels for ReadModelsService {
         )
         .await?;
         Ok(Response::new(view))
+    }
+
+    async fn get_development_review(
+        &self,
+        request: Request<api::GetDevelopmentReviewRequest>,
+    ) -> Result<Response<api::DevelopmentReview>, Status> {
+        let caller = Principal::of(&request)?;
+        let member =
+            Id::parse("member_id", &request.into_inner().member_id).map_err(status::from_domain)?;
+        let reader = self.relation(&caller, &member).await?;
+        self.access
+            .record(
+                &caller,
+                [member.to_string()],
+                GET_DEVELOPMENT_REVIEW,
+                reader.is_some(),
+            )
+            .await;
+        let Some(reader) = reader else {
+            return Err(Status::permission_denied(
+                "a development review is read by the member, their manager chain and hr",
+            ));
+        };
+        let as_of = self.fresh(&self.development).await?;
+        self.fresh(&self.briefs).await?;
+        let (documents, tenant, member_id) = (
+            self.documents.clone(),
+            caller.tenant.to_string(),
+            member.to_string(),
+        );
+        let (found, follow) = blocking(move || {
+            let found = development::review(documents.as_ref(), &tenant, &member_id, reader)?;
+            Ok((
+                found,
+                evaluation::follow_through(documents.as_ref(), &tenant, &member_id)?,
+            ))
+        })
+        .await?;
+        let mut network: BTreeMap<String, api::NetworkCount> = BTreeMap::new();
+        for partner in found.partners.values() {
+            let count = network
+                .entry(partner.relationship.clone())
+                .or_insert_with(|| api::NetworkCount {
+                    relationship: partner.relationship.clone(),
+                    ..Default::default()
+                });
+            count.partners += 1;
+            count.sessions += partner.sessions_held;
+            count.event_ids.extend(ids(&partner.event_ids));
+        }
+        Ok(Response::new(api::DevelopmentReview {
+            member_id: member.to_string(),
+            goals: found
+                .goals
+                .into_iter()
+                .map(|(goal_id, goal)| api::ReviewGoal {
+                    goal_id,
+                    title: goal.title,
+                    kind: goal.kind,
+                    period: goal.period,
+                    status: goal.status,
+                    progress_checks: goal.progress_checks,
+                    reflections: goal.reflections,
+                    event_ids: ids(&goal.event_ids),
+                })
+                .collect(),
+            insights: found
+                .insights
+                .into_iter()
+                .map(|(insight_id, insight)| api::ReviewInsight {
+                    insight_id,
+                    kind: insight.kind,
+                    tags: insight.tags,
+                    text: insight.text,
+                    recorded_at_micros: insight.recorded_at,
+                    event_ids: ids(&insight.event_ids),
+                })
+                .collect(),
+            network: network.into_values().collect(),
+            action_items: Some(api::FollowThrough {
+                agreed: follow.agreed,
+                completed: follow.completed,
+                dropped: follow.dropped,
+                event_ids: ids(&follow.event_ids),
+            }),
+            as_of: position(as_of),
+        }))
     }
 
     type SubscribeStream = ChangeStream;

@@ -1,0 +1,283 @@
+//! The development review (育成): a member's growth and career goals, strengths and aspirations
+//! over time, their dialogue network by relationship, and (from the evaluation documents) their
+//! action-item follow-through.
+//!
+//! Strengths and aspirations are served only while their subject shares them with the manager
+//! chain or hr, with the scopes they are shared for, so that the query shows each reader only what
+//! is shared with them.
+
+use std::collections::BTreeMap;
+
+use ledger_domain::{Event, Micros, pb};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::documents::{DocumentStore, Documents, Error};
+use crate::runner::{Applied, Projection};
+use crate::sharing::Sharing;
+
+/// Served: growth and career goals, `{tenant}/{owner}/{goal}`.
+pub const GOALS: &str = "development-goal";
+/// Served: strengths and aspirations shared with the manager chain or hr, `{tenant}/{subject}/{insight}`.
+pub const INSIGHTS: &str = "development-insight";
+/// Served: the member's dialogue partners, `{tenant}/{member}/{partner}`.
+pub const PARTNERS: &str = "development-partner";
+const ROUTES: &str = "development-route";
+const SOURCES: &str = "development-insight-source";
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DevelopmentGoal {
+    pub period: String,
+    pub kind: i32,
+    pub title: String,
+    pub status: String,
+    pub progress_checks: u32,
+    pub reflections: Vec<String>,
+    pub event_ids: Vec<Uuid>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DevelopmentInsight {
+    pub kind: i32,
+    pub tags: Vec<String>,
+    pub text: String,
+    pub recorded_at: Micros,
+    pub shared_with_manager_chain: bool,
+    pub shared_with_hr: bool,
+    pub event_ids: Vec<Uuid>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Partner {
+    pub relationship: String,
+    pub sessions_held: u32,
+    pub last_held: Micros,
+    pub event_ids: Vec<Uuid>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct Source {
+    subject: String,
+    sharing: Sharing,
+    insight: DevelopmentInsight,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct SessionRoute {
+    member: String,
+    partner: String,
+    relationship: String,
+}
+
+/// Who is reading a review, which decides the insights shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reader {
+    /// The member themself: everything shared beyond the participants about them.
+    Member,
+    ManagerChain,
+    Hr,
+}
+
+/// A member's development review.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Review {
+    pub goals: BTreeMap<String, DevelopmentGoal>,
+    /// Oldest first.
+    pub insights: Vec<(String, DevelopmentInsight)>,
+    pub partners: BTreeMap<String, Partner>,
+}
+
+pub fn review(
+    store: &dyn DocumentStore,
+    tenant: &str,
+    member: &str,
+    reader: Reader,
+) -> Result<Review, Error> {
+    let prefix = format!("{tenant}/{member}/");
+    let id = |key: &str| key[prefix.len()..].to_owned();
+    let mut review = Review::default();
+    for (key, body) in store.scan(GOALS, &prefix)? {
+        review
+            .goals
+            .insert(id(&key), serde_json::from_slice(&body)?);
+    }
+    for (key, body) in store.scan(INSIGHTS, &prefix)? {
+        let insight: DevelopmentInsight = serde_json::from_slice(&body)?;
+        let visible = match reader {
+            Reader::Member => true,
+            Reader::ManagerChain => insight.shared_with_manager_chain,
+            Reader::Hr => insight.shared_with_hr,
+        };
+        if visible {
+            review.insights.push((id(&key), insight));
+        }
+    }
+    review
+        .insights
+        .sort_by_key(|(_, insight)| insight.recorded_at);
+    for (key, body) in store.scan(PARTNERS, &prefix)? {
+        review
+            .partners
+            .insert(id(&key), serde_json::from_slice(&body)?);
+    }
+    Ok(review)
+}
+
+fn is_development_kind(kind: i32) -> bool {
+    [pb::InsightKind::Strength, pb::InsightKind::CareerAspiration]
+        .iter()
+        .any(|k| i32::from(*k) == kind)
+}
+
+/// The development review projection.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DevelopmentReviews;
+
+impl DevelopmentReviews {
+    fn goal(
+        documents: &mut Documents<'_>,
+        tenant: &str,
+        goal: &str,
+        change: impl FnOnce(&mut DevelopmentGoal),
+    ) -> Result<(), Error> {
+        if let Some(key) = documents.get::<String>(ROUTES, &format!("{tenant}/goal/{goal}"))? {
+            change(documents.get_mut::<DevelopmentGoal>(GOALS, &key)?);
+        }
+        Ok(())
+    }
+
+    fn sync(
+        documents: &mut Documents<'_>,
+        tenant: &str,
+        insight: &str,
+        change: impl FnOnce(&mut Source),
+    ) -> Result<(), Error> {
+        let source_key = format!("{tenant}/{insight}");
+        let Some(mut source) = documents.get::<Source>(SOURCES, &source_key)? else {
+            return Ok(());
+        };
+        change(&mut source);
+        source.insight.shared_with_manager_chain =
+            source.sharing.allows(pb::SharingScope::ManagerChain);
+        source.insight.shared_with_hr = source.sharing.allows(pb::SharingScope::Hr);
+        let served_key = format!("{tenant}/{}/{insight}", source.subject);
+        if source.insight.shared_with_manager_chain || source.insight.shared_with_hr {
+            documents.put(INSIGHTS, &served_key, source.insight.clone())?;
+        } else {
+            documents.delete::<DevelopmentInsight>(INSIGHTS, &served_key)?;
+        }
+        documents.put(SOURCES, &source_key, source)
+    }
+}
+
+impl Projection for DevelopmentReviews {
+    fn name(&self) -> &'static str {
+        "development-reviews"
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn models(&self) -> &'static [&'static str] {
+        &[GOALS, INSIGHTS, PARTNERS, ROUTES, SOURCES]
+    }
+
+    fn apply(&self, applied: Applied<'_>, documents: &mut Documents<'_>) -> Result<(), Error> {
+        let (tenant, id, at) = (applied.tenant, applied.id, applied.recorded_at);
+        match applied.event {
+            Event::GoalSet(e)
+                if matches!(e.kind(), pb::GoalKind::Growth | pb::GoalKind::Career) =>
+            {
+                let key = format!("{tenant}/{}/{}", e.owner_id, e.goal_id);
+                documents.put(ROUTES, &format!("{tenant}/goal/{}", e.goal_id), key.clone())?;
+                let goal = DevelopmentGoal {
+                    period: e.period.clone(),
+                    kind: e.kind,
+                    title: e.title.clone(),
+                    status: "set".into(),
+                    event_ids: vec![id],
+                    ..DevelopmentGoal::default()
+                };
+                documents.put(GOALS, &key, goal)
+            }
+            Event::GoalProgressRecorded(e) => Self::goal(documents, tenant, &e.goal_id, |goal| {
+                goal.progress_checks += 1;
+                goal.event_ids.push(id);
+            }),
+            Event::GoalReflected(e) => Self::goal(documents, tenant, &e.goal_id, |goal| {
+                goal.reflections.push(e.text.clone());
+                goal.event_ids.push(id);
+            }),
+            Event::GoalRevised(e) => Self::goal(documents, tenant, &e.goal_id, |goal| {
+                goal.title.clone_from(&e.title);
+                goal.event_ids.push(id);
+            }),
+            Event::GoalCompleted(e) => Self::goal(documents, tenant, &e.goal_id, |goal| {
+                goal.status = "completed".into();
+                goal.event_ids.push(id);
+            }),
+            Event::GoalAbandoned(e) => Self::goal(documents, tenant, &e.goal_id, |goal| {
+                goal.status = "abandoned".into();
+                goal.event_ids.push(id);
+            }),
+            Event::SessionScheduled(e) => {
+                let route = SessionRoute {
+                    member: e.member_id.clone(),
+                    partner: e.partner_id.clone(),
+                    relationship: e.relationship().as_str_name().to_owned(),
+                };
+                documents.put(ROUTES, &format!("{tenant}/session/{}", e.session_id), route)
+            }
+            Event::SessionRescheduled(e) => {
+                let key = format!("{tenant}/session/{}", e.session_id);
+                if documents.get::<SessionRoute>(ROUTES, &key)?.is_some() {
+                    documents
+                        .get_mut::<SessionRoute>(ROUTES, &key)?
+                        .relationship = e.relationship().as_str_name().to_owned();
+                }
+                Ok(())
+            }
+            Event::SessionHeld(e) => {
+                let Some(route) = documents
+                    .get::<SessionRoute>(ROUTES, &format!("{tenant}/session/{}", e.session_id))?
+                else {
+                    return Ok(());
+                };
+                let held_at = e.held_at.as_ref().map_or(at, ledger_domain::from_timestamp);
+                let partner = documents.get_mut::<Partner>(
+                    PARTNERS,
+                    &format!("{tenant}/{}/{}", route.member, route.partner),
+                )?;
+                partner.relationship = route.relationship;
+                partner.sessions_held += 1;
+                partner.last_held = partner.last_held.max(held_at);
+                partner.event_ids.push(id);
+                Ok(())
+            }
+            Event::InsightRecorded(e) if is_development_kind(e.kind) => {
+                let source = Source {
+                    subject: e.subject_id.clone(),
+                    sharing: Sharing::recorded(&e.scopes),
+                    insight: DevelopmentInsight {
+                        kind: e.kind,
+                        tags: e.tags.clone(),
+                        text: e.text.clone(),
+                        recorded_at: at,
+                        event_ids: vec![id],
+                        ..DevelopmentInsight::default()
+                    },
+                };
+                documents.put(SOURCES, &format!("{tenant}/{}", e.insight_id), source)?;
+                Self::sync(documents, tenant, &e.insight_id, |_| {})
+            }
+            event => match Sharing::changed_insight(event) {
+                Some(insight) => Self::sync(documents, tenant, insight, |source| {
+                    source.sharing.apply(event);
+                    source.insight.event_ids.push(id);
+                }),
+                None => Ok(()),
+            },
+        }
+    }
+}
