@@ -268,16 +268,15 @@ async fn the_evaluation_brief_shows_shared_material_to_the_member_their_managers
     );
 
     // As of a past point, the brief is what an evaluator saw then: the insight still there.
-    let as_of = |point: api::get_evaluation_brief_request::AsOf| {
+    let as_of = |point: api::as_of::Point| {
         let request = api::GetEvaluationBriefRequest {
             member_id: "mia".into(),
             period: half.clone(),
-            as_of: Some(point),
+            as_of: Some(api::AsOf { point: Some(point) }),
         };
         authed(&lee, request)
     };
-    let at_record =
-        api::get_evaluation_brief_request::AsOf::AsOfPosition(recorded.position.unwrap());
+    let at_record = api::as_of::Point::Position(recorded.position.unwrap());
     let then = read_models
         .get_evaluation_brief(as_of(at_record))
         .await
@@ -292,11 +291,10 @@ async fn the_evaluation_brief_shows_shared_material_to_the_member_their_managers
     );
     assert!(then.goals.is_empty(), "the goal was set after that point");
     assert_eq!(then.as_of, recorded.position);
-    let before_everything =
-        api::get_evaluation_brief_request::AsOf::AsOfTime(prost_types::Timestamp {
-            seconds: 1,
-            nanos: 0,
-        });
+    let before_everything = api::as_of::Point::Time(prost_types::Timestamp {
+        seconds: 1,
+        nanos: 0,
+    });
     let empty = read_models
         .get_evaluation_brief(as_of(before_everything))
         .await
@@ -310,7 +308,7 @@ async fn the_evaluation_brief_shows_shared_material_to_the_member_their_managers
         seconds: now().seconds + 1,
         nanos: 0,
     };
-    let now_again = api::get_evaluation_brief_request::AsOf::AsOfTime(later);
+    let now_again = api::as_of::Point::Time(later);
     let rebuilt_now = read_models
         .get_evaluation_brief(as_of(now_again))
         .await
@@ -397,6 +395,7 @@ async fn the_evaluation_brief_shows_shared_material_to_the_member_their_managers
             who,
             api::GetStaffingProfileRequest {
                 member_id: "mia".into(),
+                ..Default::default()
             },
         )
     };
@@ -446,6 +445,7 @@ async fn the_evaluation_brief_shows_shared_material_to_the_member_their_managers
             who,
             api::GetDevelopmentReviewRequest {
                 member_id: "mia".into(),
+                ..Default::default()
             },
         )
     };
@@ -474,6 +474,38 @@ async fn the_evaluation_brief_shows_shared_material_to_the_member_their_managers
             ("RELATIONSHIP_DIAGONAL", 1, 1),
             ("RELATIONSHIP_VERTICAL_DIRECT", 1, 1)
         ]
+    );
+    // As of the beginning of time, the review (and the staffing profile) were empty.
+    let beginning = || {
+        Some(api::AsOf {
+            point: Some(api::as_of::Point::Time(prost_types::Timestamp {
+                seconds: 1,
+                nanos: 0,
+            })),
+        })
+    };
+    let early = api::GetDevelopmentReviewRequest {
+        member_id: "mia".into(),
+        as_of: beginning(),
+    };
+    let early = read_models
+        .get_development_review(authed(&lee, early))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(early.insights.is_empty() && early.goals.is_empty() && early.network.is_empty());
+    let early = api::GetStaffingProfileRequest {
+        member_id: "mia".into(),
+        as_of: beginning(),
+    };
+    assert!(
+        read_models
+            .get_staffing_profile(authed(&lee, early))
+            .await
+            .unwrap()
+            .into_inner()
+            .tags
+            .is_empty()
     );
     let by_hr = read_models
         .get_development_review(ask_review(&hr))

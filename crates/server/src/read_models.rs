@@ -11,10 +11,10 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use ledger_domain::{Id, Role, check_period, from_timestamp, manages};
 use ledger_projections::as_of::{AsOf, rebuild};
-use ledger_projections::development::{self, Reader};
+use ledger_projections::development::{self, DevelopmentReviews, Reader};
 use ledger_projections::evaluation::{self, Brief, EvaluationBriefs, brief};
-use ledger_projections::staffing;
-use ledger_projections::{DocumentStore, ProjectionRunner};
+use ledger_projections::staffing::{self, Staffing};
+use ledger_projections::{DocumentStore, Projection, ProjectionRunner};
 use ledger_proto::v1 as api;
 use ledger_store::{EventStore, Position};
 use tonic::{Request, Response, Status};
@@ -87,6 +87,31 @@ impl ReadModelsService {
             directory,
             access,
         }
+    }
+
+    /// The documents to answer from and where they stand: the live read models (fresh), or the
+    /// projection folded afresh up to `as_of`.
+    async fn documents_at(
+        &self,
+        as_of: Option<api::AsOf>,
+        runner: &ProjectionRunner,
+        projection: Arc<dyn Projection>,
+        tenant: &str,
+    ) -> Result<(Arc<dyn DocumentStore>, Option<Position>), Status> {
+        let until = match as_of.and_then(|as_of| as_of.point) {
+            None => return Ok((self.documents.clone(), self.fresh(runner).await?)),
+            Some(api::as_of::Point::Position(p)) => {
+                AsOf::Position(Position::new(p.commit, p.prepare))
+            }
+            Some(api::as_of::Point::Time(t)) => AsOf::Time(from_timestamp(&t)),
+        };
+        let (memory, reached) = rebuild(self.store.as_ref(), projection, tenant, until)
+            .await
+            .map_err(|error| {
+                tracing::error!(%error, "rebuilding a read model as of a past point failed");
+                Status::internal("internal error")
+            })?;
+        Ok((memory, reached))
     }
 
     /// Waits (briefly) until `runner` has folded what the log has acknowledged, so callers read
@@ -230,40 +255,14 @@ impl api::read_models_server::ReadModels for ReadModelsService {
                 "an evaluation brief is read by the member, their manager chain and hr",
             ));
         }
-        let (documents, as_of): (Arc<dyn DocumentStore>, _) = match request.as_of {
-            None => {
-                let head = self
-                    .store
-                    .head()
-                    .await
-                    .map_err(|e| status::from_store(e, "reading the log head"))?;
-                self.briefs.wait_for(head, FRESHNESS_PATIENCE).await;
-                let as_of = self.briefs.status().borrow().position;
-                (self.documents.clone(), as_of)
-            }
-            Some(as_of) => {
-                let until = match as_of {
-                    api::get_evaluation_brief_request::AsOf::AsOfPosition(p) => {
-                        AsOf::Position(Position::new(p.commit, p.prepare))
-                    }
-                    api::get_evaluation_brief_request::AsOf::AsOfTime(t) => {
-                        AsOf::Time(from_timestamp(&t))
-                    }
-                };
-                let rebuilt = rebuild(
-                    self.store.as_ref(),
-                    Arc::new(EvaluationBriefs),
-                    caller.tenant.as_str(),
-                    until,
-                )
-                .await;
-                let (memory, reached) = rebuilt.map_err(|error| {
-                    tracing::error!(%error, "rebuilding an evaluation brief as of a past point failed");
-                    Status::internal("internal error")
-                })?;
-                (memory, reached)
-            }
-        };
+        let (documents, as_of) = self
+            .documents_at(
+                request.as_of,
+                &self.briefs,
+                Arc::new(EvaluationBriefs),
+                caller.tenant.as_str(),
+            )
+            .await?;
         let view = brief_view(
             documents,
             caller.tenant.as_str(),
@@ -280,8 +279,8 @@ impl api::read_models_server::ReadModels for ReadModelsService {
         request: Request<api::GetStaffingProfileRequest>,
     ) -> Result<Response<api::StaffingProfile>, Status> {
         let caller = Principal::of(&request)?;
-        let member =
-            Id::parse("member_id", &request.into_inner().member_id).map_err(status::from_domain)?;
+        let request = request.into_inner();
+        let member = Id::parse("member_id", &request.member_id).map_err(status::from_domain)?;
         let allowed = self.may_read_member(&caller, &member).await?;
         self.access
             .record(&caller, [member.to_string()], GET_STAFFING_PROFILE, allowed)
@@ -291,14 +290,11 @@ impl api::read_models_server::ReadModels for ReadModelsService {
                 "a staffing profile is read by the member, their manager chain and hr",
             ));
         }
-        let as_of = self.fresh(&self.staffing).await?;
-        let view = profile_view(
-            self.documents.clone(),
-            caller.tenant.as_str(),
-            member.as_str(),
-            as_of,
-        )
-        .await?;
+        let tenant = caller.tenant.as_str();
+        let (documents, as_of) = self
+            .documents_at(request.as_of, &self.staffing, Arc::new(Staffing), tenant)
+            .await?;
+        let view = profile_view(documents, caller.tenant.as_str(), member.as_str(), as_of).await?;
         Ok(Response::new(view))
     }
 
@@ -307,8 +303,8 @@ impl api::read_models_server::ReadModels for ReadModelsService {
         request: Request<api::GetDevelopmentReviewRequest>,
     ) -> Result<Response<api::DevelopmentReview>, Status> {
         let caller = Principal::of(&request)?;
-        let member =
-            Id::parse("member_id", &request.into_inner().member_id).map_err(status::from_domain)?;
+        let request = request.into_inner();
+        let member = Id::parse("member_id", &request.member_id).map_err(status::from_domain)?;
         let reader = self.relation(&caller, &member).await?;
         self.access
             .record(
@@ -323,18 +319,25 @@ impl api::read_models_server::ReadModels for ReadModelsService {
                 "a development review is read by the member, their manager chain and hr",
             ));
         };
-        let as_of = self.fresh(&self.development).await?;
-        self.fresh(&self.briefs).await?;
-        let (documents, tenant, member_id) = (
-            self.documents.clone(),
-            caller.tenant.to_string(),
-            member.to_string(),
-        );
+        let tenant = caller.tenant.as_str();
+        let development = Arc::new(DevelopmentReviews);
+        let (documents, as_of) = self
+            .documents_at(request.as_of, &self.development, development, tenant)
+            .await?;
+        let (items, _) = self
+            .documents_at(
+                request.as_of,
+                &self.briefs,
+                Arc::new(EvaluationBriefs),
+                tenant,
+            )
+            .await?;
+        let (tenant, member_id) = (tenant.to_owned(), member.to_string());
         let (found, follow) = blocking(move || {
             let found = development::review(documents.as_ref(), &tenant, &member_id, reader)?;
             Ok((
                 found,
-                evaluation::follow_through(documents.as_ref(), &tenant, &member_id)?,
+                evaluation::follow_through(items.as_ref(), &tenant, &member_id)?,
             ))
         })
         .await?;
@@ -455,8 +458,15 @@ impl api::read_models_server::ReadModels for ReadModelsService {
             n if n <= 100 => n as usize,
             _ => return Err(status::invalid_argument("limit", "must be at most 100")),
         };
-        let as_of = self.fresh(&self.staffing).await?;
-        let (documents, tenant) = (self.documents.clone(), caller.tenant.to_string());
+        let (documents, as_of) = self
+            .documents_at(
+                request.as_of,
+                &self.staffing,
+                Arc::new(Staffing),
+                caller.tenant.as_str(),
+            )
+            .await?;
+        let tenant = caller.tenant.to_string();
         let (skills, interests) = (request.skills, request.interests);
         let found = blocking(move || {
             staffing::candidates(documents.as_ref(), &tenant, &skills, &interests, limit)
