@@ -1,6 +1,6 @@
 //! The development review (育成): a member's growth and career goals, strengths and aspirations
-//! over time, their dialogue network by relationship, and (from the evaluation documents) their
-//! action-item follow-through.
+//! over time, their dialogue network by relationship, and their action-item follow-through —
+//! goals and follow-through read from the evaluation documents, which fold them already.
 //!
 //! Strengths and aspirations are served only while their subject shares them with the manager
 //! chain or hr, with the scopes they are shared for, so that the query shows each reader only what
@@ -13,28 +13,16 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::documents::{DocumentStore, Documents, Error};
+use crate::evaluation::{self, GoalDoc};
 use crate::runner::{Applied, Projection};
 use crate::sharing::Sharing;
 
-/// Served: growth and career goals, `{tenant}/{owner}/{goal}`.
-pub const GOALS: &str = "development-goal";
 /// Served: strengths and aspirations shared with the manager chain or hr, `{tenant}/{subject}/{insight}`.
 pub const INSIGHTS: &str = "development-insight";
 /// Served: the member's dialogue partners, `{tenant}/{member}/{partner}`.
 pub const PARTNERS: &str = "development-partner";
 const ROUTES: &str = "development-route";
 const SOURCES: &str = "development-insight-source";
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct DevelopmentGoal {
-    pub period: String,
-    pub kind: i32,
-    pub title: String,
-    pub status: String,
-    pub progress_checks: u32,
-    pub reflections: Vec<String>,
-    pub event_ids: Vec<Uuid>,
-}
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DevelopmentInsight {
@@ -81,26 +69,32 @@ pub enum Reader {
 /// A member's development review.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Review {
-    pub goals: BTreeMap<String, DevelopmentGoal>,
+    /// Growth and career goals, from the evaluation documents.
+    pub goals: BTreeMap<String, GoalDoc>,
     /// Oldest first.
     pub insights: Vec<(String, DevelopmentInsight)>,
     pub partners: BTreeMap<String, Partner>,
 }
 
+/// `member`'s review: insights and partners from this projection's documents in `store`, goals
+/// from the evaluation projection's in `evaluation` (which already folds every goal).
 pub fn review(
     store: &dyn DocumentStore,
+    evaluation: &dyn DocumentStore,
     tenant: &str,
     member: &str,
     reader: Reader,
 ) -> Result<Review, Error> {
     let prefix = format!("{tenant}/{member}/");
     let id = |key: &str| key[prefix.len()..].to_owned();
-    let mut review = Review::default();
-    for (key, body) in store.scan(GOALS, &prefix)? {
-        review
-            .goals
-            .insert(id(&key), serde_json::from_slice(&body)?);
-    }
+    let mut review = Review {
+        goals: evaluation::goals(evaluation, tenant, member)?,
+        ..Review::default()
+    };
+    let development = [pb::GoalKind::Growth, pb::GoalKind::Career].map(i32::from);
+    review
+        .goals
+        .retain(|_, goal| development.contains(&goal.kind));
     for (key, body) in store.scan(INSIGHTS, &prefix)? {
         let insight: DevelopmentInsight = serde_json::from_slice(&body)?;
         let visible = match reader {
@@ -134,18 +128,6 @@ fn is_development_kind(kind: i32) -> bool {
 pub struct DevelopmentReviews;
 
 impl DevelopmentReviews {
-    fn goal(
-        documents: &mut Documents<'_>,
-        tenant: &str,
-        goal: &str,
-        change: impl FnOnce(&mut DevelopmentGoal),
-    ) -> Result<(), Error> {
-        if let Some(key) = documents.get::<String>(ROUTES, &format!("{tenant}/goal/{goal}"))? {
-            change(documents.get_mut::<DevelopmentGoal>(GOALS, &key)?);
-        }
-        Ok(())
-    }
-
     fn sync(
         documents: &mut Documents<'_>,
         tenant: &str,
@@ -176,51 +158,16 @@ impl Projection for DevelopmentReviews {
     }
 
     fn version(&self) -> u32 {
-        1
+        2
     }
 
     fn models(&self) -> &'static [&'static str] {
-        &[GOALS, INSIGHTS, PARTNERS, ROUTES, SOURCES]
+        &[INSIGHTS, PARTNERS, ROUTES, SOURCES]
     }
 
     fn apply(&self, applied: Applied<'_>, documents: &mut Documents<'_>) -> Result<(), Error> {
         let (tenant, id, at) = (applied.tenant, applied.id, applied.recorded_at);
         match applied.event {
-            Event::GoalSet(e)
-                if matches!(e.kind(), pb::GoalKind::Growth | pb::GoalKind::Career) =>
-            {
-                let key = format!("{tenant}/{}/{}", e.owner_id, e.goal_id);
-                documents.put(ROUTES, &format!("{tenant}/goal/{}", e.goal_id), key.clone())?;
-                let goal = DevelopmentGoal {
-                    period: e.period.clone(),
-                    kind: e.kind,
-                    title: e.title.clone(),
-                    status: "set".into(),
-                    event_ids: vec![id],
-                    ..DevelopmentGoal::default()
-                };
-                documents.put(GOALS, &key, goal)
-            }
-            Event::GoalProgressRecorded(e) => Self::goal(documents, tenant, &e.goal_id, |goal| {
-                goal.progress_checks += 1;
-                goal.event_ids.push(id);
-            }),
-            Event::GoalReflected(e) => Self::goal(documents, tenant, &e.goal_id, |goal| {
-                goal.reflections.push(e.text.clone());
-                goal.event_ids.push(id);
-            }),
-            Event::GoalRevised(e) => Self::goal(documents, tenant, &e.goal_id, |goal| {
-                goal.title.clone_from(&e.title);
-                goal.event_ids.push(id);
-            }),
-            Event::GoalCompleted(e) => Self::goal(documents, tenant, &e.goal_id, |goal| {
-                goal.status = "completed".into();
-                goal.event_ids.push(id);
-            }),
-            Event::GoalAbandoned(e) => Self::goal(documents, tenant, &e.goal_id, |goal| {
-                goal.status = "abandoned".into();
-                goal.event_ids.push(id);
-            }),
             Event::SessionScheduled(e) => {
                 let route = SessionRoute {
                     member: e.member_id.clone(),

@@ -116,13 +116,13 @@ pub fn brief(
     let prefix = format!("{tenant}/{member}/");
     let in_period = |at: Micros| periods_of(at).iter().any(|p| p == period);
     let item_id = |key: &str| key[prefix.len()..].to_owned();
-    let mut brief = Brief::default();
-    for (key, body) in store.scan(GOALS, &prefix)? {
-        let goal: GoalDoc = serde_json::from_slice(&body)?;
-        if enclosing(&goal.period).iter().any(|p| p == period) {
-            brief.goals.insert(item_id(&key), goal);
-        }
-    }
+    let mut brief = Brief {
+        goals: goals(store, tenant, member)?,
+        ..Brief::default()
+    };
+    brief
+        .goals
+        .retain(|_, goal| enclosing(&goal.period).iter().any(|p| p == period));
     for (_, body) in store.scan(SESSIONS, &prefix)? {
         let session: SessionDoc = serde_json::from_slice(&body)?;
         let (Some(held_at), Some(event)) = (session.held_at, session.held_event) else {
@@ -158,6 +158,23 @@ pub fn brief(
         }
     }
     Ok(brief)
+}
+
+/// All of `member`'s goals, by goal id.
+pub fn goals(
+    store: &dyn DocumentStore,
+    tenant: &str,
+    member: &str,
+) -> Result<BTreeMap<String, GoalDoc>, Error> {
+    let prefix = format!("{tenant}/{member}/");
+    let mut goals = BTreeMap::new();
+    for (key, body) in store.scan(GOALS, &prefix)? {
+        goals.insert(
+            key[prefix.len()..].to_owned(),
+            serde_json::from_slice(&body)?,
+        );
+    }
+    Ok(goals)
 }
 
 /// `member`'s action-item follow-through over all time.

@@ -3,6 +3,7 @@
 
 use ledger_domain::{Event, pb, to_timestamp};
 use ledger_projections::development::{DevelopmentReviews, Reader, review};
+use ledger_projections::evaluation::EvaluationBriefs;
 use ledger_projections::{
     Applied, Checkpoint, DocumentStore, Documents, EmbeddedDocuments, Projection,
 };
@@ -11,32 +12,37 @@ use uuid::Uuid;
 
 use pb::{InsightKind as Kind, SharingScope as S};
 
+/// Folds `events` through the development projection and, since the review reads its goals from
+/// there, the evaluation projection, into one store.
 fn folded(events: &[Event]) -> (tempfile::TempDir, EmbeddedDocuments) {
     let dir = tempfile::tempdir().unwrap();
     let store = EmbeddedDocuments::open(dir.path()).unwrap();
-    let mut documents = Documents::new(&store);
-    for (i, event) in events.iter().enumerate() {
-        let applied = Applied {
-            event,
-            id: Uuid::new_v4(),
-            tenant: "acme",
-            recorded_at: 1_796_119_200_000_000 + i as i64,
-            position: Position::from_sequence(i as u64 + 1),
+    let projections: [&dyn Projection; 2] = [&DevelopmentReviews, &EvaluationBriefs];
+    for projection in projections {
+        let mut documents = Documents::new(&store);
+        for (i, event) in events.iter().enumerate() {
+            let applied = Applied {
+                event,
+                id: Uuid::from_u128(i as u128 + 1),
+                tenant: "acme",
+                recorded_at: 1_796_119_200_000_000 + i as i64,
+                position: Position::from_sequence(i as u64 + 1),
+            };
+            projection.apply(applied, &mut documents).unwrap();
+        }
+        let to = Checkpoint {
+            version: projection.version(),
+            position: Position::from_sequence(events.len() as u64),
         };
-        DevelopmentReviews.apply(applied, &mut documents).unwrap();
+        store
+            .commit(
+                projection.name(),
+                None,
+                to,
+                &documents.into_writes().unwrap(),
+            )
+            .unwrap();
     }
-    let to = Checkpoint {
-        version: DevelopmentReviews.version(),
-        position: Position::from_sequence(events.len() as u64),
-    };
-    store
-        .commit(
-            DevelopmentReviews.name(),
-            None,
-            to,
-            &documents.into_writes().unwrap(),
-        )
-        .unwrap();
     (dir, store)
 }
 
@@ -84,7 +90,7 @@ fn each_reader_sees_what_is_shared_with_them() {
         insight("i-skill", Kind::Skill, &[S::ManagerChain]),
     ]);
     let ids = |reader| -> Vec<String> {
-        review(&store, "acme", "mia", reader)
+        review(&store, &store, "acme", "mia", reader)
             .unwrap()
             .insights
             .into_iter()
@@ -110,13 +116,13 @@ fn a_narrowed_or_retracted_insight_leaves_the_review() {
     };
     let (_dir, store) = folded(&[shared.clone(), narrowed.into()]);
     assert!(
-        review(&store, "acme", "mia", Reader::Hr)
+        review(&store, &store, "acme", "mia", Reader::Hr)
             .unwrap()
             .insights
             .is_empty()
     );
     assert_eq!(
-        review(&store, "acme", "mia", Reader::ManagerChain)
+        review(&store, &store, "acme", "mia", Reader::ManagerChain)
             .unwrap()
             .insights
             .len(),
@@ -128,7 +134,7 @@ fn a_narrowed_or_retracted_insight_leaves_the_review() {
     };
     let (_dir, store) = folded(&[shared, retracted.into()]);
     assert!(
-        review(&store, "acme", "mia", Reader::Member)
+        review(&store, &store, "acme", "mia", Reader::Member)
             .unwrap()
             .insights
             .is_empty()
@@ -173,12 +179,12 @@ fn growth_goals_and_the_dialogue_network_are_kept() {
     events.extend(session("s-2", "lee", pb::Relationship::VerticalDirect));
     events.extend(session("s-3", "ada", pb::Relationship::Diagonal));
     let (_dir, store) = folded(&events);
-    let found = review(&store, "acme", "mia", Reader::Member).unwrap();
+    let found = review(&store, &store, "acme", "mia", Reader::Member).unwrap();
     assert_eq!(found.goals.keys().collect::<Vec<_>>(), ["g-growth"]);
     let goal = &found.goals["g-growth"];
     assert_eq!(
         (
-            goal.progress_checks,
+            goal.progress.len(),
             goal.reflections.len(),
             goal.event_ids.len()
         ),

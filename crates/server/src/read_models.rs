@@ -324,7 +324,7 @@ impl api::read_models_server::ReadModels for ReadModelsService {
         let (documents, as_of) = self
             .documents_at(request.as_of, &self.development, development, tenant)
             .await?;
-        let (items, _) = self
+        let (evaluation_documents, _) = self
             .documents_at(
                 request.as_of,
                 &self.briefs,
@@ -334,10 +334,16 @@ impl api::read_models_server::ReadModels for ReadModelsService {
             .await?;
         let (tenant, member_id) = (tenant.to_owned(), member.to_string());
         let (found, follow) = blocking(move || {
-            let found = development::review(documents.as_ref(), &tenant, &member_id, reader)?;
+            let found = development::review(
+                documents.as_ref(),
+                evaluation_documents.as_ref(),
+                &tenant,
+                &member_id,
+                reader,
+            )?;
             Ok((
                 found,
-                evaluation::follow_through(items.as_ref(), &tenant, &member_id)?,
+                evaluation::follow_through(evaluation_documents.as_ref(), &tenant, &member_id)?,
             ))
         })
         .await?;
@@ -364,7 +370,7 @@ impl api::read_models_server::ReadModels for ReadModelsService {
                     kind: goal.kind,
                     period: goal.period,
                     status: goal.status,
-                    progress_checks: goal.progress_checks,
+                    progress_checks: goal.progress.len() as u32,
                     reflections: goal.reflections,
                     event_ids: ids(&goal.event_ids),
                 })
