@@ -12,8 +12,9 @@ use uuid::Uuid;
 
 const STORIES: usize = 4000;
 const EVENTS: u64 = STORIES as u64 * 5;
-/// The projections the server runs (evaluation briefs, staffing, development reviews).
-const PROJECTIONS: usize = 3;
+/// The projections the server runs (evaluation briefs, staffing, development reviews, dialogue
+/// health).
+const PROJECTIONS: usize = 4;
 
 fn story(i: usize) -> Vec<(String, Event)> {
     let member = format!("m{}", i % 50);

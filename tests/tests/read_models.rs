@@ -648,6 +648,28 @@ async fn subscribers_get_each_change_live_and_resume_after_reconnecting() {
     let nothing =
         tokio::time::timeout(std::time::Duration::from_millis(500), theirs.message()).await;
     assert!(nothing.is_err(), "ren received {nothing:?}");
+
+    // Development reviews follow the same goal: its check-ins show as they are recorded.
+    let reviews = authed(
+        &hr,
+        api::SubscribeRequest {
+            read_model: "development-review".into(),
+            member_ids: vec!["mia".into()],
+            period: String::new(),
+            after_checkpoint: 0,
+        },
+    );
+    let mut reviews = read_models.subscribe(reviews).await.unwrap().into_inner();
+    let checks_of = |change: &api::ReadModelChange| match &change.document {
+        Some(api::read_model_change::Document::DevelopmentReview(review)) => {
+            assert_eq!(review.member_id, "mia");
+            review.goals[0].progress_checks
+        }
+        other => panic!("not a review: {other:?}"),
+    };
+    assert_eq!(checks_of(&next_change(&mut reviews).await), 2);
+    progress(3).await;
+    assert_eq!(checks_of(&next_change(&mut reviews).await), 3);
 }
 
 async fn next_change(stream: &mut tonic::Streaming<api::ReadModelChange>) -> api::ReadModelChange {

@@ -76,6 +76,16 @@ impl PersonRecord {
         state
     }
 
+    /// Every org unit the person was ever placed in.
+    pub fn org_units(&self) -> impl Iterator<Item = &str> {
+        self.changes.iter().filter_map(|(_, change)| match change {
+            Change::Registered { org_unit_id } | Change::Moved(org_unit_id) => {
+                Some(org_unit_id.as_str())
+            }
+            _ => None,
+        })
+    }
+
     /// Everyone who was ever this person's manager, for loading their records too.
     pub fn managers(&self) -> impl Iterator<Item = &str> {
         self.changes.iter().filter_map(|(_, change)| match change {

@@ -6,6 +6,7 @@ pub mod as_of;
 pub mod development;
 mod documents;
 pub mod evaluation;
+pub mod health;
 mod period;
 mod runner;
 mod sharing;
@@ -14,5 +15,5 @@ pub mod staffing;
 pub use documents::{
     Change, Checkpoint, DocumentStore, Documents, EmbeddedDocuments, Error, Write,
 };
-pub use period::{enclosing, periods_of};
+pub use period::{bounds, enclosing, months, periods_of, previous};
 pub use runner::{Applied, Projection, ProjectionRunner, ProjectionStatus};

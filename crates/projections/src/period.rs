@@ -42,6 +42,71 @@ pub fn enclosing(period: &str) -> Vec<String> {
     ]
 }
 
+/// The half-open span `[start, end)` of a period, in microseconds (UTC); `None` if malformed.
+pub fn bounds(period: &str) -> Option<(Micros, Micros)> {
+    let (year, first, count) = parts(period)?;
+    let start = days_from_civil(year, first);
+    let (end_year, end_month) = if first + count > 12 {
+        (year + 1, first + count - 12)
+    } else {
+        (year, first + count)
+    };
+    const DAY: Micros = 86_400_000_000;
+    Some((start * DAY, days_from_civil(end_year, end_month) * DAY))
+}
+
+/// How many months a period spans: 12, 6, 3 or 1.
+pub fn months(period: &str) -> u32 {
+    parts(period).map_or(1, |(_, _, count)| count)
+}
+
+/// The period of the same length just before: `2026-Q1` → `2025-Q4`, `2026` → `2025`.
+pub fn previous(period: &str) -> Option<String> {
+    let (year, first, count) = parts(period)?;
+    let (year, first) = if first > count {
+        (year, first - count)
+    } else {
+        (year - 1, first + 12 - count)
+    };
+    Some(match count {
+        12 => format!("{year}"),
+        6 => format!("{year}-H{}", first / 6 + 1),
+        3 => format!("{year}-Q{}", first / 3 + 1),
+        _ => format!("{year}-{first:02}"),
+    })
+}
+
+/// (year, first month, months) of a period.
+fn parts(period: &str) -> Option<(i64, u32, u32)> {
+    let (year, part) = match period.split_once('-') {
+        Some((year, part)) => (year, Some(part)),
+        None => (period, None),
+    };
+    let year: i64 = year.parse().ok()?;
+    let (first, count) = match part {
+        None => (1, 12),
+        Some("H1") => (1, 6),
+        Some("H2") => (7, 6),
+        Some(q) if q.starts_with('Q') => {
+            let quarter: u32 = q[1..].parse().ok().filter(|q| (1..=4).contains(q))?;
+            ((quarter - 1) * 3 + 1, 3)
+        }
+        Some(m) => (m.parse().ok().filter(|m| (1..=12).contains(m))?, 1),
+    };
+    Some((year, first, count))
+}
+
+/// Days since 1970-01-01 of the first day of (year, month) (Howard Hinnant's days_from_civil).
+fn days_from_civil(year: i64, month: u32) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let yoe = year.rem_euclid(400);
+    let mp = i64::from((month + 9) % 12);
+    let doy = (153 * mp + 2) / 5;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// (year, month) of a day count since 1970-01-01 (Howard Hinnant's civil_from_days).
 fn civil_from_days(days: i64) -> (i64, u32) {
     let z = days + 719_468;
@@ -72,6 +137,36 @@ mod tests {
             ["2024", "2024-H1", "2024-Q1", "2024-02"]
         );
         assert_eq!(periods_of(0), ["1970", "1970-H1", "1970-Q1", "1970-01"]);
+    }
+
+    #[test]
+    fn periods_have_bounds_and_predecessors() {
+        let (start, end) = bounds("2026-12").unwrap();
+        assert_eq!(periods_of(start)[3], "2026-12");
+        assert_eq!(periods_of(start - 1)[3], "2026-11");
+        assert_eq!(periods_of(end)[3], "2027-01");
+        assert_eq!(periods_of(end - 1)[3], "2026-12");
+        let (start, end) = bounds("2024-Q1").unwrap();
+        assert_eq!(start, 1_704_067_200_000_000);
+        assert_eq!((end - start) / 86_400_000_000, 31 + 29 + 31);
+        assert_eq!(bounds("2026").unwrap().1, bounds("2027-H1").unwrap().0);
+        assert_eq!(bounds("2026-13"), None);
+        assert_eq!(previous("2026-Q1").unwrap(), "2025-Q4");
+        assert_eq!(previous("2026-Q3").unwrap(), "2026-Q2");
+        assert_eq!(previous("2026-H1").unwrap(), "2025-H2");
+        assert_eq!(previous("2026-H2").unwrap(), "2026-H1");
+        assert_eq!(previous("2026-01").unwrap(), "2025-12");
+        assert_eq!(previous("2026-11").unwrap(), "2026-10");
+        assert_eq!(previous("2026").unwrap(), "2025");
+        assert_eq!(
+            (
+                months("2026"),
+                months("2026-H2"),
+                months("2026-Q4"),
+                months("2026-11")
+            ),
+            (12, 6, 3, 1)
+        );
     }
 
     #[test]

@@ -69,6 +69,7 @@ async fn run(dir: &std::path::Path, events: usize) {
             audience: DEFAULT_AUDIENCE.into(),
         },
         anonymity_threshold: 5,
+        manager_overload_sessions: dialogue_ledger::DEFAULT_MANAGER_OVERLOAD_SESSIONS,
         checkpoint_key: None,
         log_origin: DEFAULT_LOG_ORIGIN.into(),
         data_dir: dir.to_owned(),

@@ -22,6 +22,7 @@ use ledger_audit::NoteSigner;
 use ledger_domain::Policy;
 use ledger_projections::development::DevelopmentReviews;
 use ledger_projections::evaluation::EvaluationBriefs;
+use ledger_projections::health::DialogueHealth;
 use ledger_projections::staffing::Staffing;
 use ledger_projections::{DocumentStore, EmbeddedDocuments, Projection, ProjectionRunner};
 use ledger_proto::v1::goals_server::GoalsServer;
@@ -43,7 +44,7 @@ use crate::access::AccessLog;
 use crate::auth::Authenticator;
 use crate::commands::CommandHandler;
 use crate::ledger::{AuditTrees, LedgerService};
-use crate::read_models::{ReadModelRunners, ReadModelsService};
+use crate::read_models::{ReadModelRunners, ReadModelSettings, ReadModelsService};
 use crate::services::CommandService;
 
 /// The ledger's own services, by their full gRPC names (for health checks).
@@ -77,6 +78,10 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
 /// The data directory `serve` uses unless configured.
 pub const DEFAULT_DATA_DIR: &str = "./data";
 
+/// Vertical sessions a month above which a manager is flagged, unless configured: about one each
+/// working day.
+pub const DEFAULT_MANAGER_OVERLOAD_SESSIONS: u32 = 20;
+
 /// How long shutdown waits for open requests unless configured, in seconds.
 pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 30;
 
@@ -94,8 +99,11 @@ pub struct AuthOptions {
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
     pub auth: AuthOptions,
-    /// Survey results with fewer respondents are refused (at least 3).
+    /// Survey results with fewer respondents are refused, and insight themes standing on fewer
+    /// distinct people withheld (at least 3).
     pub anonymity_threshold: u32,
+    /// Dialogue health flags a manager holding more vertical sessions a month than this.
+    pub manager_overload_sessions: u32,
     /// The checkpoint signing key (PKCS#8 PEM); `None`: the data directory's own.
     pub checkpoint_key: Option<PathBuf>,
     /// Checkpoints name the log `<log_origin>/<tenant>`; also the signing key's name.
@@ -174,17 +182,25 @@ pub async fn serve(
     let briefs = ProjectionRunner::new(shared_store.clone(), documents.clone());
     let staffing = ProjectionRunner::new(shared_store.clone(), documents.clone());
     let development = ProjectionRunner::new(shared_store.clone(), documents.clone());
+    let health_runner = ProjectionRunner::new(shared_store.clone(), documents.clone());
     let projections = [
         spawn_projection(briefs.clone(), Arc::new(EvaluationBriefs)),
         spawn_projection(staffing.clone(), Arc::new(Staffing)),
         spawn_projection(development.clone(), Arc::new(DevelopmentReviews)),
+        spawn_projection(health_runner.clone(), Arc::new(DialogueHealth)),
     ];
     let runners = ReadModelRunners {
         briefs,
         staffing,
         development,
+        health: health_runner,
     };
-    let read_models = ReadModelsService::new(shared_store, documents, runners, handler, access);
+    let settings = ReadModelSettings {
+        anonymity_threshold: options.anonymity_threshold,
+        manager_overload_sessions: options.manager_overload_sessions,
+    };
+    let read_models =
+        ReadModelsService::new(shared_store, documents, runners, settings, handler, access);
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_service_status("", ServingStatus::Serving).await;

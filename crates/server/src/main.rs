@@ -10,8 +10,8 @@ use clap::{Parser, Subcommand};
 use dialogue_ledger::auth::{Claims, DEFAULT_AUDIENCE, DEFAULT_ISSUER, LocalKeys};
 use dialogue_ledger::verify::{OfflineOptions, Verdict, VerifyOptions};
 use dialogue_ledger::{
-    AuthOptions, DEFAULT_DATA_DIR, DEFAULT_LISTEN, DEFAULT_LOG_ORIGIN, DEFAULT_SHUTDOWN_GRACE_SECS,
-    ServeOptions,
+    AuthOptions, DEFAULT_DATA_DIR, DEFAULT_LISTEN, DEFAULT_LOG_ORIGIN,
+    DEFAULT_MANAGER_OVERLOAD_SESSIONS, DEFAULT_SHUTDOWN_GRACE_SECS, ServeOptions,
 };
 use ledger_domain::{Policy, Role, TenantId};
 use tokio::signal::unix::{SignalKind, signal};
@@ -50,9 +50,13 @@ enum Command {
         /// The `aud` tokens must carry.
         #[arg(long, env = "LEDGER_JWT_AUDIENCE", default_value = DEFAULT_AUDIENCE)]
         jwt_audience: String,
-        /// Survey results with fewer respondents are refused (at least 3).
+        /// Survey results with fewer respondents are refused, and insight themes standing on
+        /// fewer distinct people withheld (at least 3).
         #[arg(long, env = "LEDGER_ANONYMITY_THRESHOLD", default_value_t = Policy::DEFAULT_ANONYMITY)]
         anonymity_threshold: u32,
+        /// Dialogue health flags a manager holding more vertical sessions a month than this.
+        #[arg(long, env = "LEDGER_MANAGER_OVERLOAD_SESSIONS", default_value_t = DEFAULT_MANAGER_OVERLOAD_SESSIONS)]
+        manager_overload_sessions: u32,
         #[command(flatten)]
         log: LogKey,
     },
@@ -148,6 +152,7 @@ async fn main() -> anyhow::Result<()> {
             jwt_issuer,
             jwt_audience,
             anonymity_threshold,
+            manager_overload_sessions,
             log,
         } => {
             let listener = tokio::net::TcpListener::bind(listen)
@@ -161,6 +166,7 @@ async fn main() -> anyhow::Result<()> {
                     audience: jwt_audience,
                 },
                 anonymity_threshold,
+                manager_overload_sessions,
                 checkpoint_key: log.checkpoint_key,
                 log_origin: log.log_origin,
                 data_dir,

@@ -9,14 +9,15 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use ledger_domain::{Id, Role, check_period, from_timestamp, manages};
+use ledger_domain::{Id, Micros, Role, check_period, from_timestamp, manages};
 use ledger_projections::as_of::{AsOf, rebuild};
 use ledger_projections::development::{self, DevelopmentReviews, Reader};
 use ledger_projections::evaluation::{self, Brief, EvaluationBriefs, brief};
+use ledger_projections::health::{self, DialogueHealth, Directory, Scope};
 use ledger_projections::staffing::{self, Staffing};
 use ledger_projections::{DocumentStore, Projection, ProjectionRunner};
 use ledger_proto::v1 as api;
-use ledger_store::{EventStore, Position};
+use ledger_store::{AllRead, EventStore, Position};
 use tonic::{Request, Response, Status};
 
 use crate::access::AccessLog;
@@ -30,6 +31,9 @@ const FIND_STAFFING_CANDIDATES: &str = "/dialogue.ledger.v1.ReadModels/FindStaff
 const SUBSCRIBE: &str = "/dialogue.ledger.v1.ReadModels/Subscribe";
 const GET_DEVELOPMENT_REVIEW: &str = "/dialogue.ledger.v1.ReadModels/GetDevelopmentReview";
 
+/// Projection status counts the events behind a projection up to this many.
+const LAG_COUNT_LIMIT: usize = 4096;
+
 /// The served models each subscribable read model is made of.
 const EVALUATION_MODELS: [&str; 4] = [
     evaluation::GOALS,
@@ -38,6 +42,13 @@ const EVALUATION_MODELS: [&str; 4] = [
     evaluation::INSIGHTS,
 ];
 const STAFFING_MODELS: [&str; 1] = [staffing::INSIGHTS];
+/// A review also shows the goals and follow-through the evaluation documents hold.
+const DEVELOPMENT_MODELS: [&str; 4] = [
+    development::INSIGHTS,
+    development::PARTNERS,
+    evaluation::GOALS,
+    evaluation::ITEMS,
+];
 
 type ChangeStream =
     std::pin::Pin<Box<dyn futures::Stream<Item = Result<api::ReadModelChange, Status>> + Send>>;
@@ -52,15 +63,36 @@ pub struct ReadModelRunners {
     pub briefs: ProjectionRunner,
     pub staffing: ProjectionRunner,
     pub development: ProjectionRunner,
+    pub health: ProjectionRunner,
+}
+
+impl ReadModelRunners {
+    /// Each runner with its projection's name.
+    fn named(&self) -> [(&'static str, &ProjectionRunner); 4] {
+        [
+            (EvaluationBriefs.name(), &self.briefs),
+            (Staffing.name(), &self.staffing),
+            (DevelopmentReviews.name(), &self.development),
+            (DialogueHealth.name(), &self.health),
+        ]
+    }
+}
+
+/// Settings the queries depend on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadModelSettings {
+    /// Aggregates standing on fewer distinct people are withheld.
+    pub anonymity_threshold: u32,
+    /// Managers holding more vertical sessions a month are flagged as overloaded.
+    pub manager_overload_sessions: u32,
 }
 
 #[derive(Debug, Clone)]
 pub struct ReadModelsService {
     store: Arc<dyn EventStore>,
     documents: Arc<dyn DocumentStore>,
-    briefs: ProjectionRunner,
-    staffing: ProjectionRunner,
-    development: ProjectionRunner,
+    runners: ReadModelRunners,
+    settings: ReadModelSettings,
     directory: Arc<CommandHandler>,
     access: AccessLog,
 }
@@ -70,20 +102,15 @@ impl ReadModelsService {
         store: Arc<dyn EventStore>,
         documents: Arc<dyn DocumentStore>,
         runners: ReadModelRunners,
+        settings: ReadModelSettings,
         directory: Arc<CommandHandler>,
         access: AccessLog,
     ) -> Self {
-        let ReadModelRunners {
-            briefs,
-            staffing,
-            development,
-        } = runners;
         Self {
             store,
             documents,
-            briefs,
-            staffing,
-            development,
+            runners,
+            settings,
             directory,
             access,
         }
@@ -155,6 +182,73 @@ impl ReadModelsService {
             }
         }
         Ok(actor.has(Role::Hr).then_some(Reader::Hr))
+    }
+
+    /// Whether `caller` may read `unit`'s aggregates: hr, and the unit's department managers (in
+    /// the manager chain of everyone in it now). Auditors see no read models.
+    async fn may_read_unit(&self, caller: &Principal, unit: &Id) -> Result<bool, Status> {
+        let actor = &caller.actor;
+        if actor.has(Role::Hr) {
+            return Ok(true);
+        }
+        if !actor.has(Role::Member) {
+            return Ok(false);
+        }
+        let (documents, tenant) = (self.documents.clone(), caller.tenant.to_string());
+        let (subject, unit) = (actor.subject.clone(), unit.to_string());
+        let now = ledger_store::Timestamp::now().as_micros();
+        blocking(move || {
+            Ok(Directory::load(documents.as_ref(), &tenant)?.manages_unit(&subject, &unit, now))
+        })
+        .await
+    }
+
+    /// The org unit and period a unit query names, checked, once the caller may read the unit.
+    async fn unit_scope(
+        &self,
+        caller: &Principal,
+        org_unit_id: &str,
+        period: &str,
+    ) -> Result<Id, Status> {
+        let unit = Id::parse("org_unit_id", org_unit_id).map_err(status::from_domain)?;
+        check_period("period", period).map_err(status::from_domain)?;
+        // Unit aggregates are about no one person, so they leave no access record.
+        if !self.may_read_unit(caller, &unit).await? {
+            return Err(Status::permission_denied(
+                "an org unit's aggregates are read by hr and the unit's department managers",
+            ));
+        }
+        Ok(unit)
+    }
+}
+
+/// The moment an as-of query stands at: its time, or now.
+fn moment(as_of: Option<&api::AsOf>) -> Micros {
+    match as_of.and_then(|a| a.point.as_ref()) {
+        Some(api::as_of::Point::Time(t)) => from_timestamp(t),
+        _ => ledger_store::Timestamp::now().as_micros(),
+    }
+}
+
+fn coverage(found: &health::Coverage) -> api::Coverage {
+    api::Coverage {
+        population: found.population,
+        covered: found.covered,
+        sessions: found.sessions,
+        ratio: if found.population == 0 {
+            0.0
+        } else {
+            f64::from(found.covered) / f64::from(found.population)
+        },
+    }
+}
+
+fn follow_through(follow: &evaluation::FollowThrough) -> api::FollowThrough {
+    api::FollowThrough {
+        agreed: follow.agreed,
+        completed: follow.completed,
+        dropped: follow.dropped,
+        event_ids: ids(&follow.event_ids),
     }
 }
 
@@ -258,7 +352,7 @@ impl api::read_models_server::ReadModels for ReadModelsService {
         let (documents, as_of) = self
             .documents_at(
                 request.as_of,
-                &self.briefs,
+                &self.runners.briefs,
                 Arc::new(EvaluationBriefs),
                 caller.tenant.as_str(),
             )
@@ -292,7 +386,12 @@ impl api::read_models_server::ReadModels for ReadModelsService {
         }
         let tenant = caller.tenant.as_str();
         let (documents, as_of) = self
-            .documents_at(request.as_of, &self.staffing, Arc::new(Staffing), tenant)
+            .documents_at(
+                request.as_of,
+                &self.runners.staffing,
+                Arc::new(Staffing),
+                tenant,
+            )
             .await?;
         let view = profile_view(documents, caller.tenant.as_str(), member.as_str(), as_of).await?;
         Ok(Response::new(view))
@@ -322,79 +421,242 @@ impl api::read_models_server::ReadModels for ReadModelsService {
         let tenant = caller.tenant.as_str();
         let development = Arc::new(DevelopmentReviews);
         let (documents, as_of) = self
-            .documents_at(request.as_of, &self.development, development, tenant)
+            .documents_at(
+                request.as_of,
+                &self.runners.development,
+                development,
+                tenant,
+            )
             .await?;
         let (evaluation_documents, _) = self
             .documents_at(
                 request.as_of,
-                &self.briefs,
+                &self.runners.briefs,
                 Arc::new(EvaluationBriefs),
                 tenant,
             )
             .await?;
-        let (tenant, member_id) = (tenant.to_owned(), member.to_string());
-        let (found, follow) = blocking(move || {
-            let found = development::review(
+        let view = review_view(
+            documents,
+            evaluation_documents,
+            tenant,
+            member.as_str(),
+            reader,
+            as_of,
+        )
+        .await?;
+        Ok(Response::new(view))
+    }
+
+    async fn get_dialogue_health(
+        &self,
+        request: Request<api::GetDialogueHealthRequest>,
+    ) -> Result<Response<api::DialogueHealth>, Status> {
+        let caller = Principal::of(&request)?;
+        let request = request.into_inner();
+        let unit = self
+            .unit_scope(&caller, &request.org_unit_id, &request.period)
+            .await?;
+        let tenant = caller.tenant.as_str();
+        let now = moment(request.as_of.as_ref());
+        let (documents, as_of) = self
+            .documents_at(
+                request.as_of,
+                &self.runners.health,
+                Arc::new(DialogueHealth),
+                tenant,
+            )
+            .await?;
+        let (evaluation_documents, _) = self
+            .documents_at(
+                request.as_of,
+                &self.runners.briefs,
+                Arc::new(EvaluationBriefs),
+                tenant,
+            )
+            .await?;
+        let overload = self.settings.manager_overload_sessions;
+        let (tenant, unit_id, period) =
+            (tenant.to_owned(), unit.to_string(), request.period.clone());
+        let found = blocking(move || {
+            let scope = Scope {
+                tenant: &tenant,
+                unit: &unit_id,
+                period: &period,
+                now,
+            };
+            health::dialogue_health(
                 documents.as_ref(),
                 evaluation_documents.as_ref(),
-                &tenant,
-                &member_id,
-                reader,
-            )?;
-            Ok((
-                found,
-                evaluation::follow_through(evaluation_documents.as_ref(), &tenant, &member_id)?,
-            ))
+                scope,
+                overload,
+            )
         })
-        .await?;
-        let mut network: BTreeMap<String, api::NetworkCount> = BTreeMap::new();
-        for partner in found.partners.values() {
-            let count = network
-                .entry(partner.relationship.clone())
-                .or_insert_with(|| api::NetworkCount {
-                    relationship: partner.relationship.clone(),
-                    ..Default::default()
-                });
-            count.partners += 1;
-            count.sessions += partner.sessions_held;
-            count.event_ids.extend(ids(&partner.event_ids));
-        }
-        Ok(Response::new(api::DevelopmentReview {
-            member_id: member.to_string(),
-            goals: found
-                .goals
+        .await?
+        .ok_or_else(|| Status::not_found(format!("org unit {unit}")))?;
+        let reflections = &found.reflections;
+        let resolved: u32 = (1..=5u32)
+            .zip(reflections.by_resolve)
+            .map(|(resolve, count)| resolve * count)
+            .sum();
+        Ok(Response::new(api::DialogueHealth {
+            org_unit_id: unit.to_string(),
+            previous_period: ledger_projections::previous(&request.period).unwrap_or_default(),
+            period: request.period,
+            coverage: Some(coverage(&found.coverage)),
+            sessions_per_person_month: found.sessions_per_person_month,
+            median_days_between: found.median_days_between,
+            sessions_by_relationship: counts(&found.relationships),
+            sessions_by_purpose: counts(&found.purposes),
+            purpose_drift: found
+                .purpose_drift
                 .into_iter()
-                .map(|(goal_id, goal)| api::ReviewGoal {
-                    goal_id,
-                    title: goal.title,
-                    kind: goal.kind,
-                    period: goal.period,
-                    status: goal.status,
-                    progress_checks: goal.progress.len() as u32,
-                    reflections: goal.reflections,
-                    event_ids: ids(&goal.event_ids),
+                .map(|share| api::PurposeShare {
+                    purpose: share.purpose,
+                    share: share.share,
+                    previous_share: share.previous_share,
                 })
                 .collect(),
-            insights: found
-                .insights
+            total_drift: found.total_drift,
+            managers: found
+                .managers
                 .into_iter()
-                .map(|(insight_id, insight)| api::ReviewInsight {
-                    insight_id,
-                    kind: insight.kind,
-                    tags: insight.tags,
-                    text: insight.text,
-                    recorded_at_micros: insight.recorded_at,
-                    event_ids: ids(&insight.event_ids),
+                .map(|(manager_id, load)| api::ManagerLoad {
+                    manager_id,
+                    direct_reports: load.direct_reports,
+                    sessions: load.sessions,
+                    members_met: load.members_met,
+                    overloaded: load.overloaded,
+                    event_ids: ids(&load.event_ids),
                 })
                 .collect(),
-            network: network.into_values().collect(),
-            action_items: Some(api::FollowThrough {
-                agreed: follow.agreed,
-                completed: follow.completed,
-                dropped: follow.dropped,
-                event_ids: ids(&follow.event_ids),
+            overload_threshold: overload,
+            action_items: Some(follow_through(&found.follow_through)),
+            reflections: Some(api::Reflections {
+                count: reflections.count,
+                by_resolve: reflections.by_resolve.to_vec(),
+                mean_resolve: if reflections.count == 0 {
+                    0.0
+                } else {
+                    f64::from(resolved) / f64::from(reflections.count)
+                },
+                event_ids: ids(&reflections.event_ids),
+            }),
+            goal_progress: Some(api::GoalProgressAroundSessions {
+                before: found.goal_progress.before,
+                after: found.goal_progress.after,
+                sessions_followed: found.goal_progress.sessions_followed,
             }),
             as_of: position(as_of),
+        }))
+    }
+
+    async fn get_engagement_context(
+        &self,
+        request: Request<api::GetEngagementContextRequest>,
+    ) -> Result<Response<api::EngagementContext>, Status> {
+        let caller = Principal::of(&request)?;
+        let request = request.into_inner();
+        let unit = self
+            .unit_scope(&caller, &request.org_unit_id, &request.period)
+            .await?;
+        let tenant = caller.tenant.as_str();
+        let now = moment(request.as_of.as_ref());
+        let (documents, as_of) = self
+            .documents_at(
+                request.as_of,
+                &self.runners.health,
+                Arc::new(DialogueHealth),
+                tenant,
+            )
+            .await?;
+        let anonymity = self.settings.anonymity_threshold;
+        let (tenant, unit_id, period) =
+            (tenant.to_owned(), unit.to_string(), request.period.clone());
+        let found = blocking(move || {
+            let scope = Scope {
+                tenant: &tenant,
+                unit: &unit_id,
+                period: &period,
+                now,
+            };
+            health::engagement_context(documents.as_ref(), scope, anonymity)
+        })
+        .await?
+        .ok_or_else(|| Status::not_found(format!("org unit {unit}")))?;
+        Ok(Response::new(api::EngagementContext {
+            org_unit_id: unit.to_string(),
+            period: request.period,
+            surveys: found
+                .surveys
+                .into_iter()
+                .map(|survey| api::SurveyScore {
+                    change: survey.previous_score.map(|before| survey.score - before),
+                    metric: survey.metric,
+                    score: survey.score,
+                    respondents: survey.respondents,
+                    previous_score: survey.previous_score,
+                    event_ids: ids(&survey.event_ids),
+                })
+                .collect(),
+            coverage: Some(coverage(&found.coverage)),
+            sessions_by_purpose: counts(&found.purposes),
+            themes: found
+                .themes
+                .into_iter()
+                .map(|theme| api::Theme {
+                    tag: theme.tag,
+                    people: theme.people,
+                    insights: theme.insights,
+                })
+                .collect(),
+            themes_withheld: found.themes_withheld,
+            anonymity_threshold: anonymity,
+            as_of: position(as_of),
+        }))
+    }
+
+    async fn get_projection_status(
+        &self,
+        request: Request<api::GetProjectionStatusRequest>,
+    ) -> Result<Response<api::GetProjectionStatusResponse>, Status> {
+        Principal::of(&request)?;
+        let head = self
+            .store
+            .head()
+            .await
+            .map_err(|e| status::from_store(e, "reading the log head"))?;
+        let now = ledger_store::Timestamp::now().as_micros();
+        let mut projections = Vec::new();
+        for (name, runner) in self.runners.named() {
+            let status = *runner.status().borrow();
+            let behind = if status.position == head {
+                Vec::new()
+            } else {
+                self.store
+                    .read_all(
+                        AllRead::Forward {
+                            after: status.position,
+                        },
+                        LAG_COUNT_LIMIT,
+                    )
+                    .await
+                    .map_err(|e| status::from_store(e, "reading the log"))?
+            };
+            let lag_seconds = behind.first().map_or(0.0, |oldest| {
+                (now - oldest.recorded_at.as_micros()).max(0) as f64 / 1e6
+            });
+            projections.push(api::ProjectionState {
+                projection: name.to_owned(),
+                position: position(status.position),
+                lag_events: behind.len() as u64,
+                lag_seconds,
+                caught_up: status.caught_up,
+            });
+        }
+        Ok(Response::new(api::GetProjectionStatusResponse {
+            head: position(head),
+            projections,
         }))
     }
 
@@ -406,32 +668,28 @@ impl api::read_models_server::ReadModels for ReadModelsService {
     ) -> Result<Response<ChangeStream>, Status> {
         let caller = Principal::of(&request)?;
         let request = request.into_inner();
-        let (models, runner, period): (&'static [&'static str], _, _) =
-            match request.read_model.as_str() {
-                "evaluation-brief" => {
-                    check_period("period", &request.period).map_err(status::from_domain)?;
-                    (
-                        &EVALUATION_MODELS,
-                        self.briefs.clone(),
-                        Some(request.period.clone()),
-                    )
+        let read_model = match request.read_model.as_str() {
+            "evaluation-brief" => {
+                check_period("period", &request.period).map_err(status::from_domain)?;
+                Subscribed::Brief {
+                    period: request.period.clone(),
                 }
-                "staffing-profile" => (&STAFFING_MODELS, self.staffing.clone(), None),
-                _ => {
-                    return Err(status::invalid_argument(
-                        "read_model",
-                        "must be evaluation-brief or staffing-profile",
-                    ));
-                }
-            };
+            }
+            "staffing-profile" => Subscribed::Profile,
+            "development-review" => Subscribed::Review,
+            _ => {
+                return Err(status::invalid_argument(
+                    "read_model",
+                    "must be evaluation-brief, staffing-profile or development-review",
+                ));
+            }
+        };
         for member in &request.member_ids {
             Id::parse("member_ids", member).map_err(status::from_domain)?;
         }
         let following = Following {
             caller,
-            models,
-            runner,
-            period,
+            read_model,
             members: request.member_ids,
         };
         let (sender, receiver) = mpsc::channel(64);
@@ -467,7 +725,7 @@ impl api::read_models_server::ReadModels for ReadModelsService {
         let (documents, as_of) = self
             .documents_at(
                 request.as_of,
-                &self.staffing,
+                &self.runners.staffing,
                 Arc::new(Staffing),
                 caller.tenant.as_str(),
             )
@@ -515,6 +773,76 @@ async fn brief_view(
     Ok(to_api(member, period, found, as_of))
 }
 
+/// A member's development review as `reader` may see it, as the API returns it.
+async fn review_view(
+    documents: Arc<dyn DocumentStore>,
+    evaluation_documents: Arc<dyn DocumentStore>,
+    tenant: &str,
+    member: &str,
+    reader: Reader,
+    as_of: Option<Position>,
+) -> Result<api::DevelopmentReview, Status> {
+    let (tenant, member_id) = (tenant.to_owned(), member.to_owned());
+    let (found, follow) = blocking(move || {
+        let found = development::review(
+            documents.as_ref(),
+            evaluation_documents.as_ref(),
+            &tenant,
+            &member_id,
+            reader,
+        )?;
+        Ok((
+            found,
+            evaluation::follow_through(evaluation_documents.as_ref(), &tenant, &member_id)?,
+        ))
+    })
+    .await?;
+    let mut network: BTreeMap<String, api::NetworkCount> = BTreeMap::new();
+    for partner in found.partners.values() {
+        let count = network
+            .entry(partner.relationship.clone())
+            .or_insert_with(|| api::NetworkCount {
+                relationship: partner.relationship.clone(),
+                ..Default::default()
+            });
+        count.partners += 1;
+        count.sessions += partner.sessions_held;
+        count.event_ids.extend(ids(&partner.event_ids));
+    }
+    Ok(api::DevelopmentReview {
+        member_id: member.to_owned(),
+        goals: found
+            .goals
+            .into_iter()
+            .map(|(goal_id, goal)| api::ReviewGoal {
+                goal_id,
+                title: goal.title,
+                kind: goal.kind,
+                period: goal.period,
+                status: goal.status,
+                progress_checks: goal.progress.len() as u32,
+                reflections: goal.reflections,
+                event_ids: ids(&goal.event_ids),
+            })
+            .collect(),
+        insights: found
+            .insights
+            .into_iter()
+            .map(|(insight_id, insight)| api::ReviewInsight {
+                insight_id,
+                kind: insight.kind,
+                tags: insight.tags,
+                text: insight.text,
+                recorded_at_micros: insight.recorded_at,
+                event_ids: ids(&insight.event_ids),
+            })
+            .collect(),
+        network: network.into_values().collect(),
+        action_items: Some(follow_through(&follow)),
+        as_of: position(as_of),
+    })
+}
+
 /// A member's staffing profile, as the API returns it.
 async fn profile_view(
     documents: Arc<dyn DocumentStore>,
@@ -541,15 +869,30 @@ async fn profile_view(
     })
 }
 
+/// The read model a subscription follows.
+#[derive(Debug, Clone)]
+enum Subscribed {
+    Brief { period: String },
+    Profile,
+    Review,
+}
+
+impl Subscribed {
+    /// The served document models whose changes concern it.
+    fn models(&self) -> &'static [&'static str] {
+        match self {
+            Self::Brief { .. } => &EVALUATION_MODELS,
+            Self::Profile => &STAFFING_MODELS,
+            Self::Review => &DEVELOPMENT_MODELS,
+        }
+    }
+}
+
 /// What a subscription follows.
 #[derive(Debug, Clone)]
 struct Following {
     caller: Principal,
-    /// The served document models whose changes concern it.
-    models: &'static [&'static str],
-    runner: ProjectionRunner,
-    /// Some(period) for evaluation briefs, None for staffing profiles.
-    period: Option<String>,
+    read_model: Subscribed,
     members: Vec<String>,
 }
 
@@ -562,8 +905,21 @@ impl ReadModelsService {
         sender: mpsc::Sender<Result<api::ReadModelChange, Status>>,
     ) {
         let prefix = format!("{}/", following.caller.tenant);
-        let mut status = following.runner.status();
-        let mut decided: HashMap<String, bool> = HashMap::new();
+        // The runner whose position a change is reported at, and every runner whose documents
+        // the read model shows (a review shows the evaluation projection's goals too).
+        let (runner, mut statuses) = match following.read_model {
+            Subscribed::Brief { .. } => (&self.runners.briefs, vec![self.runners.briefs.status()]),
+            Subscribed::Profile => (&self.runners.staffing, vec![self.runners.staffing.status()]),
+            Subscribed::Review => (
+                &self.runners.development,
+                vec![
+                    self.runners.development.status(),
+                    self.runners.briefs.status(),
+                ],
+            ),
+        };
+        let models = following.read_model.models();
+        let mut decided: HashMap<String, Option<Reader>> = HashMap::new();
         loop {
             let documents = self.documents.clone();
             let changes = match blocking(move || documents.changes(after, 1024)).await {
@@ -574,8 +930,10 @@ impl ReadModelsService {
                 }
             };
             let Some(last) = changes.last() else {
+                let any_changed =
+                    futures::future::select_all(statuses.iter_mut().map(|s| Box::pin(s.changed())));
                 tokio::select! {
-                    changed = status.changed() => if changed.is_err() { return },
+                    (changed, _, _) = any_changed => if changed.is_err() { return },
                     () = sender.closed() => return,
                 }
                 continue;
@@ -585,7 +943,7 @@ impl ReadModelsService {
             let mut latest: HashMap<String, u64> = HashMap::new();
             for change in changes
                 .iter()
-                .filter(|c| following.models.contains(&c.model.as_str()))
+                .filter(|c| models.contains(&c.model.as_str()))
             {
                 let Some(member) = change
                     .key
@@ -607,12 +965,13 @@ impl ReadModelsService {
                 let Ok(id) = Id::parse("member_id", &member) else {
                     continue;
                 };
-                let allowed = match decided.get(&member) {
-                    Some(allowed) => *allowed,
+                let reader = match decided.get(&member) {
+                    Some(reader) => *reader,
                     None => {
-                        let Ok(allowed) = self.may_read_member(&following.caller, &id).await else {
+                        let Ok(reader) = self.relation(&following.caller, &id).await else {
                             return;
                         };
+                        let allowed = reader.is_some();
                         // Denials are recorded for members asked for by name, not for every member of an
                         // organisation-wide subscription.
                         if allowed || !following.members.is_empty() {
@@ -620,24 +979,31 @@ impl ReadModelsService {
                                 .record(&following.caller, [member.clone()], SUBSCRIBE, allowed)
                                 .await;
                         }
-                        decided.insert(member.clone(), allowed);
-                        allowed
+                        decided.insert(member.clone(), reader);
+                        reader
                     }
                 };
-                if !allowed {
+                let Some(reader) = reader else {
                     continue;
-                }
-                let as_of = following.runner.status().borrow().position;
+                };
+                let as_of = runner.status().borrow().position;
                 let tenant = following.caller.tenant.as_str();
-                let document = match &following.period {
-                    Some(period) => {
-                        brief_view(self.documents.clone(), tenant, &member, period, as_of)
+                let documents = self.documents.clone();
+                use api::read_model_change::Document;
+                let document = match &following.read_model {
+                    Subscribed::Brief { period } => {
+                        brief_view(documents, tenant, &member, period, as_of)
                             .await
-                            .map(api::read_model_change::Document::EvaluationBrief)
+                            .map(Document::EvaluationBrief)
                     }
-                    None => profile_view(self.documents.clone(), tenant, &member, as_of)
+                    Subscribed::Profile => profile_view(documents, tenant, &member, as_of)
                         .await
-                        .map(api::read_model_change::Document::StaffingProfile),
+                        .map(Document::StaffingProfile),
+                    Subscribed::Review => {
+                        review_view(documents.clone(), documents, tenant, &member, reader, as_of)
+                            .await
+                            .map(Document::DevelopmentReview)
+                    }
                 };
                 let change = document.map(|document| api::ReadModelChange {
                     checkpoint: seq,
