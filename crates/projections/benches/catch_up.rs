@@ -9,8 +9,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ledger_domain::{Event, pb, to_timestamp};
+use ledger_projections::development::DevelopmentReviews;
 use ledger_projections::evaluation::EvaluationBriefs;
-use ledger_projections::{DocumentStore, EmbeddedDocuments, ProjectionRunner};
+use ledger_projections::health::DialogueHealth;
+use ledger_projections::staffing::Staffing;
+use ledger_projections::{DocumentStore, EmbeddedDocuments, Projection, ProjectionRunner};
 use ledger_store::{EventStore, ExpectedVersion, Metadata, NewEvent, StreamName};
 use ledger_store_embedded::EmbeddedStore;
 use uuid::Uuid;
@@ -143,16 +146,37 @@ fn main() {
         let documents: Arc<dyn DocumentStore> =
             Arc::new(EmbeddedDocuments::open(dir.path()).unwrap());
         let shared: Arc<dyn EventStore> = Arc::new(store.clone());
-        let runner = ProjectionRunner::new(shared, documents);
+        let projections: [Arc<dyn Projection>; 4] = [
+            Arc::new(EvaluationBriefs),
+            Arc::new(Staffing),
+            Arc::new(DevelopmentReviews),
+            Arc::new(DialogueHealth),
+        ];
+        // As the server runs them: concurrently, each with its own runner and checkpoint.
         let folding = Instant::now();
-        let task = tokio::spawn(runner.clone().run(Arc::new(EvaluationBriefs)));
-        assert!(runner.wait_for(head, Duration::from_secs(3600)).await);
+        let mut tasks = Vec::new();
+        let mut waits = Vec::new();
+        for projection in projections {
+            let runner = ProjectionRunner::new(shared.clone(), documents.clone());
+            let name = projection.name();
+            tasks.push(tokio::spawn(runner.clone().run(projection)));
+            waits.push(tokio::spawn(async move {
+                assert!(runner.wait_for(head, Duration::from_secs(3600)).await);
+                (name, folding.elapsed().as_secs_f64())
+            }));
+        }
+        for wait in waits {
+            let (name, took) = wait.await.unwrap();
+            println!("{name:>20}: caught up after {took:.1} s");
+        }
         let took = folding.elapsed().as_secs_f64();
         println!(
-            "evaluation briefs folded {written} events from zero in {took:.1} s: {:.0} events/s",
+            "all projections folded {written} events from zero in {took:.1} s: {:.0} events/s",
             written as f64 / took
         );
-        task.abort();
+        for task in tasks {
+            task.abort();
+        }
         store.close().await.unwrap();
     });
 }

@@ -56,6 +56,7 @@ impl DocumentStore for MemoryDocuments {
         from: Option<Checkpoint>,
         to: Checkpoint,
         writes: &[Write],
+        _followed: &[&str],
     ) -> Result<(), Error> {
         let mut checkpoints = self.checkpoints.lock().unwrap();
         if checkpoints.get(projection).copied() != from {

@@ -165,6 +165,10 @@ impl Projection for DevelopmentReviews {
         &[INSIGHTS, PARTNERS, ROUTES, SOURCES]
     }
 
+    fn followed(&self) -> &'static [&'static str] {
+        &[INSIGHTS, PARTNERS]
+    }
+
     fn apply(&self, applied: Applied<'_>, documents: &mut Documents<'_>) -> Result<(), Error> {
         let (tenant, id, at) = (applied.tenant, applied.id, applied.recorded_at);
         match applied.event {

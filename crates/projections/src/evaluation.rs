@@ -275,6 +275,10 @@ impl Projection for EvaluationBriefs {
         &[GOALS, SESSIONS, ITEMS, INSIGHTS, ROUTES, INSIGHT_SOURCES]
     }
 
+    fn followed(&self) -> &'static [&'static str] {
+        &[GOALS, SESSIONS, ITEMS, INSIGHTS]
+    }
+
     fn apply(&self, applied: Applied<'_>, documents: &mut Documents<'_>) -> Result<(), Error> {
         let (tenant, id, at) = (applied.tenant, applied.id, applied.recorded_at);
         match applied.event {

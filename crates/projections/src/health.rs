@@ -691,6 +691,11 @@ impl Projection for DialogueHealth {
         ]
     }
 
+    /// Unit aggregates are queried, not subscribed to.
+    fn followed(&self) -> &'static [&'static str] {
+        &[]
+    }
+
     fn apply(&self, applied: Applied<'_>, documents: &mut Documents<'_>) -> Result<(), Error> {
         let (tenant, id, at) = (applied.tenant, applied.id, applied.recorded_at);
         let event = applied.event;

@@ -206,6 +206,10 @@ impl Projection for Staffing {
         &[INSIGHTS, TAGS, SOURCES]
     }
 
+    fn followed(&self) -> &'static [&'static str] {
+        &[INSIGHTS]
+    }
+
     fn apply(&self, applied: Applied<'_>, documents: &mut Documents<'_>) -> Result<(), Error> {
         let (tenant, id) = (applied.tenant, applied.id);
         match applied.event {

@@ -40,6 +40,7 @@ fn folded(events: &[Event]) -> (tempfile::TempDir, EmbeddedDocuments) {
                 None,
                 to,
                 &documents.into_writes().unwrap(),
+                projection.followed(),
             )
             .unwrap();
     }

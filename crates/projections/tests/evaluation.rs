@@ -40,6 +40,7 @@ fn brief_after(events: Vec<Event>, member: &str, period: &str) -> (Brief, Vec<Uu
             None,
             to,
             &documents.into_writes().unwrap(),
+            EvaluationBriefs.followed(),
         )
         .unwrap();
     (brief(&store, "acme", member, period).unwrap(), ids)

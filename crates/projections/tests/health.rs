@@ -45,7 +45,9 @@ fn folded(events: &[(Micros, Event)]) -> (tempfile::TempDir, EmbeddedDocuments, 
             position: Position::from_sequence(events.len() as u64),
         };
         let writes = documents.into_writes().unwrap();
-        store.commit(projection.name(), None, to, &writes).unwrap();
+        store
+            .commit(projection.name(), None, to, &writes, projection.followed())
+            .unwrap();
     }
     (dir, store, ids)
 }

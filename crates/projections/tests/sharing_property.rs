@@ -186,7 +186,9 @@ fn fold(projection: &dyn Projection, store: &MemoryDocuments, events: &[(usize, 
         version: projection.version(),
         position: Position::from_sequence(events.len() as u64 + 1),
     };
-    store.commit(projection.name(), None, to, &writes).unwrap();
+    store
+        .commit(projection.name(), None, to, &writes, projection.followed())
+        .unwrap();
 }
 
 proptest! {

@@ -45,7 +45,9 @@ fn folded(events: &[Event]) -> (tempfile::TempDir, EmbeddedDocuments) {
         version: Staffing.version(),
         position: Position::from_sequence(events.len() as u64),
     };
-    store.commit(Staffing.name(), None, to, &writes).unwrap();
+    store
+        .commit(Staffing.name(), None, to, &writes, Staffing.followed())
+        .unwrap();
     (dir, store)
 }
 
