@@ -67,10 +67,16 @@ impl ServerProcess {
 
     /// Like [`ServerProcess::start`], with more arguments to `serve`.
     pub fn start_with(data_dir: &Path, args: &[&str]) -> Self {
+        Self::start_with_env(data_dir, args, &[])
+    }
+
+    /// Like [`ServerProcess::start_with`], with environment variables too.
+    pub fn start_with_env(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(server_binary())
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(args)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

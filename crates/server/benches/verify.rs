@@ -72,6 +72,7 @@ async fn run(dir: &std::path::Path, events: usize) {
         manager_overload_sessions: dialogue_ledger::DEFAULT_MANAGER_OVERLOAD_SESSIONS,
         checkpoint_key: None,
         log_origin: DEFAULT_LOG_ORIGIN.into(),
+        store: dialogue_ledger::store::StoreOptions::Embedded,
         data_dir: dir.to_owned(),
         shutdown_grace: Duration::from_secs(5),
     };

@@ -8,6 +8,7 @@ pub mod ledger;
 pub mod read_models;
 pub mod services;
 pub mod status;
+pub mod store;
 pub mod verify;
 
 use std::future::Future;
@@ -33,7 +34,6 @@ use ledger_proto::v1::read_models_server::ReadModelsServer;
 use ledger_proto::v1::sessions_server::SessionsServer;
 use ledger_proto::v1::surveys_server::SurveysServer;
 use ledger_store::EventStore;
-use ledger_store_embedded::EmbeddedStore;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -46,6 +46,7 @@ use crate::commands::CommandHandler;
 use crate::ledger::{AuditTrees, LedgerService};
 use crate::read_models::{ReadModelRunners, ReadModelSettings, ReadModelsService};
 use crate::services::CommandService;
+use crate::store::{Backend, StoreOptions};
 
 /// The ledger's own services, by their full gRPC names (for health checks).
 pub const SERVICES: [&str; 7] = [
@@ -108,7 +109,9 @@ pub struct ServeOptions {
     pub checkpoint_key: Option<PathBuf>,
     /// Checkpoints name the log `<log_origin>/<tenant>`; also the signing key's name.
     pub log_origin: String,
-    /// Where the embedded store (and later keys) live.
+    /// The event store.
+    pub store: StoreOptions,
+    /// Where the embedded store, the read models, the audit trees and the quick start's keys live.
     pub data_dir: PathBuf,
     /// How long shutdown waits for open requests and connections before it closes the store
     /// anyway.
@@ -135,12 +138,7 @@ pub async fn serve(
     options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let store = EmbeddedStore::open(&options.data_dir).with_context(|| {
-        format!(
-            "cannot open the event store in {}",
-            options.data_dir.display()
-        )
-    })?;
+    let store = Backend::open(&options.store, &options.data_dir).await?;
 
     if options.anonymity_threshold < Policy::MIN_ANONYMITY {
         anyhow::bail!(
@@ -158,7 +156,7 @@ pub async fn serve(
     let policy = Policy {
         anonymity_threshold: options.anonymity_threshold,
     };
-    let shared_store: Arc<dyn EventStore> = Arc::new(store.clone());
+    let shared_store: Arc<dyn EventStore> = store.shared();
     let handler = Arc::new(CommandHandler::new(shared_store.clone(), policy));
     let commands = CommandService::new(handler.clone());
     let trees = AuditTrees::open(&options.data_dir).context("cannot open the audit trees")?;

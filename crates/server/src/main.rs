@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use dialogue_ledger::auth::{Claims, DEFAULT_AUDIENCE, DEFAULT_ISSUER, LocalKeys};
+use dialogue_ledger::store::{DEFAULT_STORE_SCHEMA, StoreOptions};
 use dialogue_ledger::verify::{OfflineOptions, Verdict, VerifyOptions};
 use dialogue_ledger::{
     AuthOptions, DEFAULT_DATA_DIR, DEFAULT_LISTEN, DEFAULT_LOG_ORIGIN,
@@ -27,6 +28,12 @@ struct Cli {
     command: Command,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum StoreKind {
+    Embedded,
+    Postgres,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Runs the gRPC server until SIGINT or SIGTERM.
@@ -34,9 +41,24 @@ enum Command {
         /// The address to listen on.
         #[arg(long, env = "LEDGER_LISTEN", default_value = DEFAULT_LISTEN)]
         listen: SocketAddr,
-        /// The directory of the embedded store and the quick start's token keys.
+        /// The directory of the embedded store, the read models, the audit trees and the quick
+        /// start's token keys.
         #[arg(long, env = "LEDGER_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
+        /// The event store: embedded (in the data directory) or postgres.
+        #[arg(long, env = "LEDGER_STORE", value_enum, default_value_t = StoreKind::Embedded)]
+        store: StoreKind,
+        /// The PostgreSQL URL, e.g. postgres://user:password@host/db (with --store postgres).
+        #[arg(
+            long,
+            env = "LEDGER_STORE_URL",
+            hide_env_values = true,
+            required_if_eq("store", "postgres")
+        )]
+        store_url: Option<String>,
+        /// The PostgreSQL schema of the event store (with --store postgres).
+        #[arg(long, env = "LEDGER_STORE_SCHEMA", default_value = DEFAULT_STORE_SCHEMA)]
+        store_schema: String,
         /// Seconds to wait for open requests after SIGINT/SIGTERM before stopping anyway.
         #[arg(long, env = "LEDGER_SHUTDOWN_GRACE_SECS", default_value_t = DEFAULT_SHUTDOWN_GRACE_SECS)]
         shutdown_grace_secs: u64,
@@ -147,6 +169,9 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve {
             listen,
             data_dir,
+            store,
+            store_url,
+            store_schema,
             shutdown_grace_secs,
             jwt_public_key,
             jwt_issuer,
@@ -159,7 +184,15 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
             let shutdown = shutdown_signal()?;
+            let store = match store {
+                StoreKind::Embedded => StoreOptions::Embedded,
+                StoreKind::Postgres => StoreOptions::Postgres {
+                    url: store_url.context("--store postgres needs --store-url")?,
+                    schema: store_schema,
+                },
+            };
             let options = ServeOptions {
+                store,
                 auth: AuthOptions {
                     public_key: jwt_public_key,
                     issuer: jwt_issuer,

@@ -1,0 +1,61 @@
+//! Which event store the server runs on: the embedded default in the data directory, or a
+//! PostgreSQL schema that several replicas can share.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use ledger_store::EventStore;
+use ledger_store_embedded::EmbeddedStore;
+use ledger_store_postgres::PostgresStore;
+
+/// The PostgreSQL schema the event store uses unless configured.
+pub const DEFAULT_STORE_SCHEMA: &str = "ledger";
+
+/// The configured event store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreOptions {
+    /// `DATA_DIR/events.db`.
+    Embedded,
+    /// The URL may carry a password: it is never logged or shown in an error.
+    Postgres { url: String, schema: String },
+}
+
+/// An open event store.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    Embedded(EmbeddedStore),
+    Postgres(PostgresStore),
+}
+
+impl Backend {
+    pub async fn open(options: &StoreOptions, data_dir: &Path) -> anyhow::Result<Self> {
+        Ok(match options {
+            StoreOptions::Embedded => {
+                Self::Embedded(EmbeddedStore::open(data_dir).with_context(|| {
+                    format!("cannot open the event store in {}", data_dir.display())
+                })?)
+            }
+            StoreOptions::Postgres { url, schema } => {
+                Self::Postgres(PostgresStore::connect(url, schema).await.with_context(|| {
+                    format!("cannot open the PostgreSQL event store (schema {schema})")
+                })?)
+            }
+        })
+    }
+
+    pub fn shared(&self) -> Arc<dyn EventStore> {
+        match self {
+            Self::Embedded(store) => Arc::new(store.clone()),
+            Self::Postgres(store) => Arc::new(store.clone()),
+        }
+    }
+
+    /// Stops taking appends once the queued ones are durable; subscriptions then end.
+    pub async fn close(&self) -> Result<(), ledger_store::Error> {
+        match self {
+            Self::Embedded(store) => store.close().await,
+            Self::Postgres(store) => store.close().await,
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! The server on the PostgreSQL event store: commands land in PostgreSQL, and a server started
+//! afresh (a new data directory, as another replica would be) rebuilds the same read models from
+//! it. Runs when `LEDGER_TEST_PG_URL` is set; otherwise says it was skipped.
+
+use ledger_e2e::server::ServerProcess;
+use ledger_projections::periods_of;
+use ledger_proto::v1 as api;
+use ledger_proto::v1::goals_client::GoalsClient;
+use ledger_proto::v1::org_directory_client::OrgDirectoryClient;
+use ledger_proto::v1::read_models_client::ReadModelsClient;
+use ledger_store_postgres::testing::{TestSchema, database_url};
+use tonic::Request;
+
+fn authed<T>(token: &str, message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+}
+
+fn start(data_dir: &std::path::Path, url: &str, schema: &str) -> ServerProcess {
+    let args = ["--store", "postgres", "--store-schema", schema];
+    // The URL goes by environment, as an operator would pass a secret.
+    ServerProcess::start_with_env(data_dir, &args, &[("LEDGER_STORE_URL", url)])
+}
+
+async fn goal_titles(server: &ServerProcess, period: &str) -> Vec<String> {
+    let mut read_models = ReadModelsClient::new(server.channel().await);
+    let mia = server.token("acme", "mia", &["member"]);
+    let request = api::GetEvaluationBriefRequest {
+        member_id: "mia".into(),
+        period: period.into(),
+        as_of: None,
+    };
+    let brief = read_models
+        .get_evaluation_brief(authed(&mia, request))
+        .await
+        .unwrap()
+        .into_inner();
+    brief.goals.into_iter().map(|g| g.title).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_land_in_postgres_and_a_fresh_server_rebuilds_from_it() {
+    let Some(url) = database_url() else {
+        return;
+    };
+    let schema = TestSchema::new(&url);
+    let first_dir = tempfile::tempdir().unwrap();
+    let mut server = start(first_dir.path(), &url, &schema.name);
+    let channel = server.channel().await;
+    let mut org = OrgDirectoryClient::new(channel.clone());
+    let mut goals = GoalsClient::new(channel);
+    let service = server.token("acme", "hr-sync", &["service"]);
+    let unit = api::DefineOrgUnitRequest {
+        command_id: "u".into(),
+        org_unit_id: "sales".into(),
+        name: "Sales".into(),
+        ..Default::default()
+    };
+    org.define_org_unit(authed(&service, unit)).await.unwrap();
+    let register = api::RegisterPersonRequest {
+        command_id: "reg-mia".into(),
+        person_id: "mia".into(),
+        display_name: "Mia".into(),
+        org_unit_id: "sales".into(),
+        ..Default::default()
+    };
+    org.register_person(authed(&service, register.clone()))
+        .await
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as i64;
+    let half = periods_of(now)[1].clone();
+    let mia = server.token("acme", "mia", &["member"]);
+    let goal = api::SetGoalRequest {
+        command_id: "goal".into(),
+        goal_id: "g-1".into(),
+        owner_id: "mia".into(),
+        period: half.clone(),
+        title: "Mentor two juniors".into(),
+        kind: ledger_domain::pb::GoalKind::Growth.into(),
+        ..Default::default()
+    };
+    let set = goals
+        .set_goal(authed(&mia, goal.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    // A retried command appends nothing and answers as before.
+    let retried = goals
+        .set_goal(authed(&mia, goal))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(retried, set);
+    assert_eq!(goal_titles(&server, &half).await, ["Mentor two juniors"]);
+
+    // Killed without a goodbye; another server with nothing of its own takes over.
+    server.kill();
+    let second_dir = tempfile::tempdir().unwrap();
+    let server = start(second_dir.path(), &url, &schema.name);
+    assert_eq!(goal_titles(&server, &half).await, ["Mentor two juniors"]);
+    let mut org = OrgDirectoryClient::new(server.channel().await);
+    let service = server.token("acme", "hr-sync", &["service"]);
+    let again = org
+        .register_person(authed(&service, register))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.version, 0, "the retry found the first server's event");
+    assert!(server.terminate().await.success());
+}
