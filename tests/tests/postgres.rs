@@ -114,3 +114,139 @@ async fn commands_land_in_postgres_and_a_fresh_server_rebuilds_from_it() {
     assert_eq!(again.version, 0, "the retry found the first server's event");
     assert!(server.terminate().await.success());
 }
+
+async fn progress_checks(server: &ServerProcess, period: &str) -> usize {
+    let mut read_models = ReadModelsClient::new(server.channel().await);
+    let mia = server.token("acme", "mia", &["member"]);
+    let request = api::GetEvaluationBriefRequest {
+        member_id: "mia".into(),
+        period: period.into(),
+        as_of: None,
+    };
+    let brief = read_models
+        .get_evaluation_brief(authed(&mia, request))
+        .await
+        .unwrap()
+        .into_inner();
+    brief.goals.first().map_or(0, |goal| goal.progress.len())
+}
+
+async fn record_progress(server: &ServerProcess, n: usize) {
+    let mut goals = GoalsClient::new(server.channel().await);
+    let mia = server.token("acme", "mia", &["member"]);
+    let request = api::RecordGoalProgressRequest {
+        command_id: format!("progress-{n}"),
+        goal_id: "g-1".into(),
+        key_result_id: String::new(),
+        value: n as f64,
+        ..Default::default()
+    };
+    goals
+        .record_goal_progress(authed(&mia, request))
+        .await
+        .unwrap();
+}
+
+/// Whether `server` runs the evaluation briefs projection.
+async fn runs_briefs(server: &ServerProcess) -> bool {
+    let mut read_models = ReadModelsClient::new(server.channel().await);
+    let token = server.token("acme", "ops", &["admin"]);
+    let status = read_models
+        .get_projection_status(authed(&token, api::GetProjectionStatusRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    status
+        .projections
+        .iter()
+        .any(|p| p.projection == "evaluation-briefs" && p.running_here)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_share_the_log_and_the_read_models_and_take_over_projections() {
+    let Some(url) = database_url() else {
+        return;
+    };
+    let schema = TestSchema::new(&url);
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut a = start(dir_a.path(), &url, &schema.name);
+    let mut b = start(dir_b.path(), &url, &schema.name);
+
+    let mut org = OrgDirectoryClient::new(a.channel().await);
+    let service = a.token("acme", "hr-sync", &["service"]);
+    let unit = api::DefineOrgUnitRequest {
+        command_id: "u".into(),
+        org_unit_id: "sales".into(),
+        name: "Sales".into(),
+        ..Default::default()
+    };
+    org.define_org_unit(authed(&service, unit)).await.unwrap();
+    let mut org = OrgDirectoryClient::new(b.channel().await);
+    let service = b.token("acme", "hr-sync", &["service"]);
+    let register = api::RegisterPersonRequest {
+        command_id: "reg-mia".into(),
+        person_id: "mia".into(),
+        display_name: "Mia".into(),
+        org_unit_id: "sales".into(),
+        ..Default::default()
+    };
+    org.register_person(authed(&service, register))
+        .await
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as i64;
+    let half = periods_of(now)[1].clone();
+    let mut goals = GoalsClient::new(a.channel().await);
+    let goal = api::SetGoalRequest {
+        command_id: "goal".into(),
+        goal_id: "g-1".into(),
+        owner_id: "mia".into(),
+        period: half.clone(),
+        title: "Mentor".into(),
+        kind: ledger_domain::pb::GoalKind::Growth.into(),
+        ..Default::default()
+    };
+    let mia = a.token("acme", "mia", &["member"]);
+    goals.set_goal(authed(&mia, goal)).await.unwrap();
+
+    // Commands through both replicas; each answers queries with all of them.
+    for n in 1..=4 {
+        record_progress(if n % 2 == 0 { &a } else { &b }, n).await;
+    }
+    assert_eq!(progress_checks(&a, &half).await, 4);
+    assert_eq!(progress_checks(&b, &half).await, 4);
+    let (a_runs, b_runs) = (runs_briefs(&a).await, runs_briefs(&b).await);
+    assert!(
+        a_runs != b_runs,
+        "exactly one replica runs the projection: {a_runs} {b_runs}"
+    );
+
+    // The owner dies; the other takes the projection over and folds on without a gap or a double.
+    let survivor = if a_runs {
+        a.kill();
+        b
+    } else {
+        b.kill();
+        a
+    };
+    for n in 5..=6 {
+        record_progress(&survivor, n).await;
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let checks = progress_checks(&survivor, &half).await;
+        if checks == 6 {
+            break;
+        }
+        assert!(checks <= 6, "an event was folded twice: {checks}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the survivor did not take the projection over: {checks} check-ins"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(runs_briefs(&survivor).await);
+    assert!(survivor.terminate().await.success());
+}

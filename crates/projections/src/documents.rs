@@ -16,6 +16,8 @@ use serde::de::DeserializeOwned;
 pub enum Error {
     #[error("read model storage failed")]
     Storage(#[from] rusqlite::Error),
+    #[error("read model database failed: {0}")]
+    Database(String),
     #[error("a stored document does not decode")]
     Document(#[from] serde_json::Error),
     #[error("a stored event does not decode")]
@@ -76,6 +78,38 @@ pub trait DocumentStore: Send + Sync + std::fmt::Debug + 'static {
     fn changes(&self, after: u64, limit: usize) -> Result<Vec<Change>, Error>;
     /// Deletes the projection's documents (of `models`) and its checkpoint, for a rebuild.
     fn reset(&self, projection: &str, models: &[&str]) -> Result<(), Error>;
+    /// Claims the right to run `projection` in this process for as long as the lease lives;
+    /// `None` while another process holds it. A store of one process grants it always.
+    fn lease(&self, _projection: &str) -> Result<Option<Lease>, Error> {
+        Ok(Some(Lease::exclusive()))
+    }
+}
+
+/// The right to run a projection, held until dropped.
+#[derive(Debug)]
+pub struct Lease {
+    /// Dropping it lets the thread that keeps the lease's resource (a database connection) go.
+    _release: Option<std::sync::mpsc::Sender<()>>,
+}
+
+impl Lease {
+    /// A lease with nothing to hold: the store has one process.
+    pub fn exclusive() -> Self {
+        Self { _release: None }
+    }
+
+    /// A lease that lasts as long as `resource` is kept, on a thread of its own (a blocking
+    /// database connection must not be dropped inside an async task).
+    pub(crate) fn holding<T: Send + 'static>(resource: T) -> Self {
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            let _ = released.recv();
+            drop(resource);
+        });
+        Self {
+            _release: Some(release),
+        }
+    }
 }
 
 /// The embedded document store: `DATA_DIR/readmodels.db` (SQLite).

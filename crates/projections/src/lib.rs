@@ -8,12 +8,13 @@ mod documents;
 pub mod evaluation;
 pub mod health;
 mod period;
+pub mod postgres;
 mod runner;
 mod sharing;
 pub mod staffing;
 
 pub use documents::{
-    Change, Checkpoint, DocumentStore, Documents, EmbeddedDocuments, Error, Write,
+    Change, Checkpoint, DocumentStore, Documents, EmbeddedDocuments, Error, Lease, Write,
 };
 pub use period::{bounds, enclosing, months, periods_of, previous};
 pub use runner::{Applied, Projection, ProjectionRunner, ProjectionStatus};

@@ -10,10 +10,12 @@ use ledger_store::{EventStore, Position, RecordedEvent};
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::documents::{Checkpoint, DocumentStore, Documents, Error};
+use crate::documents::{Checkpoint, DocumentStore, Documents, Error, Lease};
 
 /// At most this many events per transaction.
 const BATCH: usize = 16_384;
+/// How often a replica that does not run a projection looks at its checkpoint and asks for it.
+const STANDBY_POLL: Duration = Duration::from_millis(500);
 /// How long a batch waits for the log's next page.
 const PAGE_WAIT: Duration = Duration::from_millis(2);
 
@@ -51,6 +53,8 @@ pub struct ProjectionStatus {
     pub position: Option<Position>,
     /// True once the projection has caught up with the log at least once since start.
     pub caught_up: bool,
+    /// Whether this process runs it (holds its lease); otherwise another replica does.
+    pub running_here: bool,
 }
 
 /// Runs one projection.
@@ -87,10 +91,46 @@ impl ProjectionRunner {
             .is_ok_and(|r| r.is_ok())
     }
 
-    /// Follows the log until the store closes. Rebuilds from zero if the stored checkpoint is of
-    /// another version.
+    /// Until this process holds the projection's lease, follows the checkpoint that the holder
+    /// moves (so queries here wait for the right thing), trying for the lease every moment.
+    async fn stand_by(&self, name: &'static str) -> Lease {
+        let mut announced = false;
+        loop {
+            let documents = self.documents.clone();
+            match blocking(move || documents.lease(name)).await {
+                Ok(Some(lease)) => return lease,
+                Ok(None) if !announced => {
+                    tracing::info!(
+                        projection = name,
+                        "another replica runs the projection; standing by"
+                    );
+                    announced = true;
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(projection = name, %error, "cannot ask for the projection's lease")
+                }
+            }
+            let documents = self.documents.clone();
+            if let Ok(Some(checkpoint)) = blocking(move || documents.checkpoint(name)).await {
+                let head = self.store.head().await.ok().flatten();
+                self.status.send_if_modified(|status| {
+                    let before = *status;
+                    status.position = Some(checkpoint.position);
+                    status.caught_up |= head.is_some_and(|head| checkpoint.position >= head);
+                    *status != before
+                });
+            }
+            tokio::time::sleep(STANDBY_POLL).await;
+        }
+    }
+
+    /// Follows the log until the store closes, once this process holds the projection's lease.
+    /// Rebuilds from zero if the stored checkpoint is of another version.
     pub async fn run(self, projection: Arc<dyn Projection>) -> Result<(), Error> {
         let name = projection.name();
+        let _lease = self.stand_by(name).await;
+        self.status.send_modify(|status| status.running_here = true);
         let documents = self.documents.clone();
         let mut checkpoint = blocking(move || documents.checkpoint(name)).await?;
         if checkpoint.is_some_and(|c| c.version != projection.version()) || checkpoint.is_none() {
@@ -107,6 +147,7 @@ impl ProjectionRunner {
         self.status.send_replace(ProjectionStatus {
             position: checkpoint.map(|c| c.position),
             caught_up: false,
+            running_here: true,
         });
         loop {
             let mut events = self.store.subscribe_all(checkpoint.map(|c| c.position));

@@ -25,7 +25,7 @@ use ledger_projections::development::DevelopmentReviews;
 use ledger_projections::evaluation::EvaluationBriefs;
 use ledger_projections::health::DialogueHealth;
 use ledger_projections::staffing::Staffing;
-use ledger_projections::{DocumentStore, EmbeddedDocuments, Projection, ProjectionRunner};
+use ledger_projections::{Projection, ProjectionRunner};
 use ledger_proto::v1::goals_server::GoalsServer;
 use ledger_proto::v1::insights_server::InsightsServer;
 use ledger_proto::v1::ledger_server::LedgerServer;
@@ -174,9 +174,7 @@ pub async fn serve(
         options.log_origin.clone(),
         access.clone(),
     );
-    let documents: Arc<dyn DocumentStore> = Arc::new(
-        EmbeddedDocuments::open(&options.data_dir).context("cannot open the read models")?,
-    );
+    let documents = store::open_documents(&options.store, &options.data_dir).await?;
     let briefs = ProjectionRunner::new(shared_store.clone(), documents.clone());
     let staffing = ProjectionRunner::new(shared_store.clone(), documents.clone());
     let development = ProjectionRunner::new(shared_store.clone(), documents.clone());
@@ -287,10 +285,13 @@ pub async fn serve(
         .close()
         .await
         .context("cannot close the event store")?;
-    // The follower and the projections end with the store's log.
+    // The follower ends with the store's log; a projection may be standing by for its lease.
     let _ = follower.await;
     for projection in projections {
-        if let Err(error) = projection.await {
+        projection.abort();
+        if let Err(error) = projection.await
+            && error.is_panic()
+        {
             tracing::error!(%error, "a projection panicked");
         }
     }

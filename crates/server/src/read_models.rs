@@ -652,6 +652,7 @@ impl api::read_models_server::ReadModels for ReadModelsService {
                 lag_events: behind.len() as u64,
                 lag_seconds,
                 caught_up: status.caught_up,
+                running_here: status.running_here,
             });
         }
         Ok(Response::new(api::GetProjectionStatusResponse {

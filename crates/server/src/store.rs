@@ -5,9 +5,33 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
+use ledger_projections::postgres::PostgresDocuments;
+use ledger_projections::{DocumentStore, EmbeddedDocuments};
 use ledger_store::EventStore;
 use ledger_store_embedded::EmbeddedStore;
 use ledger_store_postgres::PostgresStore;
+
+/// Where the read models live: beside the event store (the data directory, or the same
+/// PostgreSQL schema, which replicas then share).
+pub async fn open_documents(
+    options: &StoreOptions,
+    data_dir: &Path,
+) -> anyhow::Result<Arc<dyn DocumentStore>> {
+    let (options, data_dir) = (options.clone(), data_dir.to_owned());
+    tokio::task::spawn_blocking(move || -> anyhow::Result<Arc<dyn DocumentStore>> {
+        Ok(match options {
+            StoreOptions::Embedded => {
+                Arc::new(EmbeddedDocuments::open(&data_dir).context("cannot open the read models")?)
+            }
+            StoreOptions::Postgres { url, schema } => {
+                Arc::new(PostgresDocuments::connect(&url, &schema).with_context(|| {
+                    format!("cannot open the read models in PostgreSQL (schema {schema})")
+                })?)
+            }
+        })
+    })
+    .await?
+}
 
 /// The PostgreSQL schema the event store uses unless configured.
 pub const DEFAULT_STORE_SCHEMA: &str = "ledger";
