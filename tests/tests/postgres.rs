@@ -20,7 +20,7 @@ fn authed<T>(token: &str, message: T) -> Request<T> {
 }
 
 fn start(data_dir: &std::path::Path, url: &str, schema: &str) -> ServerProcess {
-    let args = ["--store", "postgres", "--store-schema", schema];
+    let args = ["--store", "postgres", "--store-namespace", schema];
     // The URL goes by environment, as an operator would pass a secret.
     ServerProcess::start_with_env(data_dir, &args, &[("LEDGER_STORE_URL", url)])
 }

@@ -61,8 +61,8 @@ struct Outcomes {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_fail_fast_while_postgres_is_down_and_recover_after() {
     let (Some(url), Ok(control)) = (database_url(), std::env::var("LEDGER_TEST_PG_CTL")) else {
-        eprintln!(
-            "skipped: needs LEDGER_TEST_PG_URL and LEDGER_TEST_PG_CTL (a command that stops and starts PostgreSQL)"
+        ledger_store::conformance::skip(
+            "needs LEDGER_TEST_PG_URL and LEDGER_TEST_PG_CTL (a command that stops and starts PostgreSQL)",
         );
         return;
     };
@@ -71,7 +71,7 @@ async fn commands_fail_fast_while_postgres_is_down_and_recover_after() {
     let data_dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start_with_env(
         data_dir.path(),
-        &["--store", "postgres", "--store-schema", &schema.name],
+        &["--store", "postgres", "--store-namespace", &schema.name],
         &[("LEDGER_STORE_URL", url.as_str())],
     );
     let channel = server.channel().await;

@@ -112,6 +112,52 @@ async fn refuses_a_data_directory_in_use() {
     assert!(server.terminate().await.success());
 }
 
+#[test]
+fn an_unreachable_event_store_fails_start_up_clearly_and_quickly() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let binary = ledger_e2e::server::server_binary();
+    for (store, url) in [
+        ("eventstoredb", "esdb://127.0.0.1:1?tls=false"),
+        (
+            "postgres",
+            "postgres://ledger:secret-password@127.0.0.1:1/ledger",
+        ),
+    ] {
+        let started = std::time::Instant::now();
+        let output = std::process::Command::new(binary)
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--store",
+                store,
+                "--data-dir",
+            ])
+            .arg(data_dir.path())
+            .env("LEDGER_STORE_URL", url)
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .unwrap();
+        assert!(
+            !output.status.success(),
+            "{store}: started without its store"
+        );
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "{store}: slow to fail"
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("cannot open the"),
+            "{store}: unclear error: {stderr}"
+        );
+        assert!(
+            !stderr.contains("secret-password"),
+            "{store}: the URL's password leaked"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_stream_left_open_delays_shutdown_only_for_the_grace_period() {
     let data_dir = tempfile::tempdir().unwrap();

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use dialogue_ledger::auth::{Claims, DEFAULT_AUDIENCE, DEFAULT_ISSUER, LocalKeys};
-use dialogue_ledger::store::{DEFAULT_STORE_SCHEMA, StoreOptions};
+use dialogue_ledger::store::{DEFAULT_STORE_NAMESPACE, StoreOptions};
 use dialogue_ledger::verify::{OfflineOptions, Verdict, VerifyOptions};
 use dialogue_ledger::{
     AuthOptions, DEFAULT_DATA_DIR, DEFAULT_LISTEN, DEFAULT_LOG_ORIGIN,
@@ -32,6 +32,7 @@ struct Cli {
 enum StoreKind {
     Embedded,
     Postgres,
+    Eventstoredb,
 }
 
 #[derive(Debug, Subcommand)]
@@ -45,20 +46,16 @@ enum Command {
         /// start's token keys.
         #[arg(long, env = "LEDGER_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
-        /// The event store: embedded (in the data directory) or postgres.
+        /// The event store: embedded (in the data directory), postgres or eventstoredb.
         #[arg(long, env = "LEDGER_STORE", value_enum, default_value_t = StoreKind::Embedded)]
         store: StoreKind,
-        /// The PostgreSQL URL, e.g. postgres://user:password@host/db (with --store postgres).
-        #[arg(
-            long,
-            env = "LEDGER_STORE_URL",
-            hide_env_values = true,
-            required_if_eq("store", "postgres")
-        )]
+        /// The server's URL: postgres://user:password@host/db, or esdb://host:2113 (for
+        /// postgres and eventstoredb).
+        #[arg(long, env = "LEDGER_STORE_URL", hide_env_values = true)]
         store_url: Option<String>,
-        /// The PostgreSQL schema of the event store (with --store postgres).
-        #[arg(long, env = "LEDGER_STORE_SCHEMA", default_value = DEFAULT_STORE_SCHEMA)]
-        store_schema: String,
+        /// The PostgreSQL schema, or the EventStoreDB stream prefix, of the event store.
+        #[arg(long, env = "LEDGER_STORE_NAMESPACE", default_value = DEFAULT_STORE_NAMESPACE)]
+        store_namespace: String,
         /// Seconds to wait for open requests after SIGINT/SIGTERM before stopping anyway.
         #[arg(long, env = "LEDGER_SHUTDOWN_GRACE_SECS", default_value_t = DEFAULT_SHUTDOWN_GRACE_SECS)]
         shutdown_grace_secs: u64,
@@ -171,7 +168,7 @@ async fn main() -> anyhow::Result<()> {
             data_dir,
             store,
             store_url,
-            store_schema,
+            store_namespace,
             shutdown_grace_secs,
             jwt_public_key,
             jwt_issuer,
@@ -184,11 +181,16 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
             let shutdown = shutdown_signal()?;
+            let url = || store_url.clone().context("this --store needs --store-url");
             let store = match store {
                 StoreKind::Embedded => StoreOptions::Embedded,
                 StoreKind::Postgres => StoreOptions::Postgres {
-                    url: store_url.context("--store postgres needs --store-url")?,
-                    schema: store_schema,
+                    url: url()?,
+                    schema: store_namespace,
+                },
+                StoreKind::Eventstoredb => StoreOptions::EventStoreDb {
+                    url: url()?,
+                    namespace: store_namespace,
                 },
             };
             let options = ServeOptions {

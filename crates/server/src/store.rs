@@ -9,10 +9,11 @@ use ledger_projections::postgres::PostgresDocuments;
 use ledger_projections::{DocumentStore, EmbeddedDocuments};
 use ledger_store::EventStore;
 use ledger_store_embedded::EmbeddedStore;
+use ledger_store_eventstoredb::EventStoreDb;
 use ledger_store_postgres::PostgresStore;
 
-/// Where the read models live: beside the event store (the data directory, or the same
-/// PostgreSQL schema, which replicas then share).
+/// Where the read models live: in the same PostgreSQL schema as the event store (replicas then
+/// share them), and otherwise in the data directory.
 pub async fn open_documents(
     options: &StoreOptions,
     data_dir: &Path,
@@ -20,7 +21,7 @@ pub async fn open_documents(
     let (options, data_dir) = (options.clone(), data_dir.to_owned());
     tokio::task::spawn_blocking(move || -> anyhow::Result<Arc<dyn DocumentStore>> {
         Ok(match options {
-            StoreOptions::Embedded => {
+            StoreOptions::Embedded | StoreOptions::EventStoreDb { .. } => {
                 Arc::new(EmbeddedDocuments::open(&data_dir).context("cannot open the read models")?)
             }
             StoreOptions::Postgres { url, schema } => {
@@ -33,16 +34,31 @@ pub async fn open_documents(
     .await?
 }
 
-/// The PostgreSQL schema the event store uses unless configured.
-pub const DEFAULT_STORE_SCHEMA: &str = "ledger";
+/// The PostgreSQL schema or EventStoreDB stream prefix of the event store unless configured.
+pub const DEFAULT_STORE_NAMESPACE: &str = "ledger";
 
-/// The configured event store.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The configured event store. A URL may carry a password: it is never logged or shown in an
+/// error.
+#[derive(Clone, PartialEq, Eq)]
 pub enum StoreOptions {
     /// `DATA_DIR/events.db`.
     Embedded,
-    /// The URL may carry a password: it is never logged or shown in an error.
+    /// Tables in the PostgreSQL schema `schema`.
     Postgres { url: String, schema: String },
+    /// Streams named `{namespace}:{stream}` on an EventStoreDB (KurrentDB) cluster.
+    EventStoreDb { url: String, namespace: String },
+}
+
+impl std::fmt::Debug for StoreOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Embedded => f.write_str("Embedded"),
+            Self::Postgres { schema, .. } => write!(f, "Postgres {{ schema: {schema:?} }}"),
+            Self::EventStoreDb { namespace, .. } => {
+                write!(f, "EventStoreDb {{ namespace: {namespace:?} }}")
+            }
+        }
+    }
 }
 
 /// An open event store.
@@ -50,6 +66,7 @@ pub enum StoreOptions {
 pub enum Backend {
     Embedded(EmbeddedStore),
     Postgres(PostgresStore),
+    EventStoreDb(Box<EventStoreDb>),
 }
 
 impl Backend {
@@ -65,6 +82,14 @@ impl Backend {
                     format!("cannot open the PostgreSQL event store (schema {schema})")
                 })?)
             }
+            StoreOptions::EventStoreDb { url, namespace } => {
+                let store = EventStoreDb::connect(url, namespace)
+                    .await
+                    .with_context(|| {
+                        format!("cannot open the EventStoreDB event store (namespace {namespace})")
+                    })?;
+                Self::EventStoreDb(Box::new(store))
+            }
         })
     }
 
@@ -72,6 +97,7 @@ impl Backend {
         match self {
             Self::Embedded(store) => Arc::new(store.clone()),
             Self::Postgres(store) => Arc::new(store.clone()),
+            Self::EventStoreDb(store) => Arc::new((**store).clone()),
         }
     }
 
@@ -80,6 +106,10 @@ impl Backend {
         match self {
             Self::Embedded(store) => store.close().await,
             Self::Postgres(store) => store.close().await,
+            Self::EventStoreDb(store) => {
+                store.close();
+                Ok(())
+            }
         }
     }
 }

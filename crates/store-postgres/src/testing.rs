@@ -8,8 +8,8 @@ pub fn database_url() -> Option<String> {
     match std::env::var("LEDGER_TEST_PG_URL") {
         Ok(url) if !url.is_empty() => Some(url),
         _ => {
-            eprintln!(
-                "skipped: LEDGER_TEST_PG_URL is not set (PostgreSQL backend tests need a database)"
+            ledger_store::conformance::skip(
+                "LEDGER_TEST_PG_URL is not set (PostgreSQL backend tests need a database)",
             );
             None
         }

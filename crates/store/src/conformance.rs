@@ -58,6 +58,14 @@ macro_rules! conformance_tests {
     };
 }
 
+/// Says that a test was skipped and why, where the test runner shows it: straight to stderr,
+/// past the runner's capture of passing tests' output.
+pub fn skip(reason: &str) {
+    use std::io::Write;
+    let test = std::thread::current().name().unwrap_or("a test").to_owned();
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {reason}");
+}
+
 /// How long a test waits for an event that must arrive.
 const PATIENCE: Duration = Duration::from_secs(30);
 /// How long a test waits to be sure that nothing more arrives.
