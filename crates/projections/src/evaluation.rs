@@ -198,7 +198,8 @@ pub fn follow_through(
 #[derive(Debug, Clone, Copy, Default)]
 pub struct EvaluationBriefs;
 
-fn purpose_name(value: i32) -> String {
+/// A purpose's name as read models show it (`PURPOSE_GROWTH`), or its number if unknown.
+pub(crate) fn purpose_name(value: i32) -> String {
     pb::Purpose::try_from(value).map_or_else(
         |_| format!("PURPOSE_{value}"),
         |p| p.as_str_name().to_owned(),

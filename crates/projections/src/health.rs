@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::documents::{DocumentStore, Documents, Error};
-use crate::evaluation::{self, Counted, FollowThrough};
+use crate::evaluation::{self, Counted, FollowThrough, purpose_name};
 use crate::period::{bounds, months, periods_of, previous};
 use crate::runner::{Applied, Projection};
 use crate::sharing::Sharing;
@@ -596,13 +596,6 @@ pub struct DialogueHealth;
 fn month_of(at: Micros) -> String {
     let [_, _, _, month] = periods_of(at);
     month
-}
-
-fn purpose_name(value: i32) -> String {
-    pb::Purpose::try_from(value).map_or_else(
-        |_| format!("PURPOSE_{value}"),
-        |p| p.as_str_name().to_owned(),
-    )
 }
 
 impl DialogueHealth {
