@@ -115,19 +115,32 @@ async fn write_log(dir: &Path) {
     store.close().await.unwrap();
 }
 
+/// The read models' files (one per projection), in name order.
+fn files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir.join("readmodels")) else {
+        return vec![];
+    };
+    let mut files: Vec<_> = (entries.filter_map(Result::ok))
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "db"))
+        .collect();
+    files.sort();
+    files
+}
+
 /// The projections' checkpoints, read beside the running server.
 fn checkpoints(dir: &Path) -> Vec<u64> {
-    let Ok(db) = rusqlite::Connection::open(dir.join("readmodels.db")) else {
-        return vec![];
+    let checkpoint = |file: &Path| {
+        let db = rusqlite::Connection::open(file).ok()?;
+        db.query_row("SELECT commit_pos FROM checkpoints", [], |row| {
+            row.get::<_, i64>(0)
+        })
+        .ok()
     };
-    let Ok(mut select) = db.prepare("SELECT commit_pos FROM checkpoints ORDER BY projection")
-    else {
-        return vec![];
-    };
-    select
-        .query_map([], |row| row.get::<_, i64>(0))
-        .map(|rows| rows.filter_map(Result::ok).map(|p| p as u64).collect())
-        .unwrap_or_default()
+    (files(dir).iter())
+        .filter_map(|file| checkpoint(file))
+        .map(|p| p as u64)
+        .collect()
 }
 
 async fn wait_until(dir: &Path, done: impl Fn(&[u64]) -> bool) {
@@ -143,15 +156,20 @@ async fn wait_until(dir: &Path, done: impl Fn(&[u64]) -> bool) {
 }
 
 fn documents(dir: &Path) -> Vec<(String, String, Vec<u8>)> {
-    let db = rusqlite::Connection::open(dir.join("readmodels.db")).unwrap();
-    let mut select = db
-        .prepare("SELECT model, key, body FROM documents ORDER BY model, key")
-        .unwrap();
-    select
-        .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
+    let mut documents = Vec::new();
+    for file in files(dir) {
+        let db = rusqlite::Connection::open(file).unwrap();
+        let mut select = db
+            .prepare("SELECT model, key, body FROM documents ORDER BY model, key")
+            .unwrap();
+        documents.extend(
+            select
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+                .unwrap()
+                .map(Result::unwrap),
+        );
+    }
+    documents
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -180,9 +198,7 @@ async fn killed_mid_catch_up_the_read_models_equal_a_rebuild() {
     assert!(server.terminate().await.success());
     let resumed = documents(data_dir.path());
 
-    for file in ["readmodels.db", "readmodels.db-wal", "readmodels.db-shm"] {
-        let _ = std::fs::remove_file(data_dir.path().join(file));
-    }
+    std::fs::remove_dir_all(data_dir.path().join("readmodels")).unwrap();
     let server = ServerProcess::start(data_dir.path());
     wait_until(data_dir.path(), |c| {
         c.len() == PROJECTIONS && c.iter().all(|p| *p == EVENTS)

@@ -3,7 +3,7 @@
 //! members, then folds them from zero and prints events/s.
 //!
 //! `cargo bench -p ledger-projections --bench catch_up`; `LEDGER_BENCH_EVENTS` sets N,
-//! `LEDGER_BENCH_DIR` the disk.
+//! `LEDGER_BENCH_DIR` the disk, `LEDGER_BENCH_PROJECTIONS` a comma-separated choice of projections.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -143,8 +143,6 @@ fn main() {
             started.elapsed().as_secs_f64()
         );
 
-        let documents: Arc<dyn DocumentStore> =
-            Arc::new(EmbeddedDocuments::open(dir.path()).unwrap());
         let shared: Arc<dyn EventStore> = Arc::new(store.clone());
         let projections: [Arc<dyn Projection>; 4] = [
             Arc::new(EvaluationBriefs),
@@ -152,11 +150,20 @@ fn main() {
             Arc::new(DevelopmentReviews),
             Arc::new(DialogueHealth),
         ];
+        let opened: Vec<&dyn Projection> = projections.iter().map(|p| p.as_ref()).collect();
+        let documents: Arc<dyn DocumentStore> =
+            Arc::new(EmbeddedDocuments::open(dir.path(), &opened).unwrap());
         // As the server runs them: concurrently, each with its own runner and checkpoint.
         let folding = Instant::now();
         let mut tasks = Vec::new();
         let mut waits = Vec::new();
-        for projection in projections {
+        // `LEDGER_BENCH_PROJECTIONS=evaluation-briefs,staffing` folds only those (to profile one).
+        let only = std::env::var("LEDGER_BENCH_PROJECTIONS").ok();
+        let chosen = projections.into_iter().filter(|p| {
+            only.as_ref()
+                .is_none_or(|o| o.split(',').any(|n| n == p.name()))
+        });
+        for projection in chosen {
             let runner = ProjectionRunner::new(shared.clone(), documents.clone());
             let name = projection.name();
             tasks.push(tokio::spawn(runner.clone().run(projection)));

@@ -3,12 +3,8 @@
 
 use std::any::Any;
 use std::collections::HashMap;
-use std::path::Path;
-use std::sync::Mutex;
-use std::time::Duration;
 
 use ledger_store::Position;
-use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -22,6 +18,9 @@ pub enum Error {
     Document(#[from] serde_json::Error),
     #[error("a stored event does not decode")]
     Event(String),
+    /// A model or projection the store was not opened for.
+    #[error("unknown read model {0}")]
+    Unknown(String),
     /// Another runner moved the projection's checkpoint since this one read it.
     #[error("the projection's checkpoint moved under this runner")]
     Conflict,
@@ -112,228 +111,20 @@ impl Lease {
     }
 }
 
-/// The embedded document store: `DATA_DIR/readmodels.db` (SQLite).
-#[derive(Debug)]
-pub struct EmbeddedDocuments {
-    writer: Mutex<Connection>,
-    /// Idle read connections: each reader takes one (or opens one), so projections and queries
-    /// read side by side.
-    readers: Mutex<Vec<Connection>>,
-    path: std::path::PathBuf,
-}
-
-impl EmbeddedDocuments {
-    pub const FILE_NAME: &str = "readmodels.db";
-
-    pub fn open(data_dir: &Path) -> Result<Self, Error> {
-        let path = data_dir.join(Self::FILE_NAME);
-        let writer = open_connection(&path)?;
-        // The writer's pages are the hot ones while projections catch up.
-        writer.pragma_update(None, "cache_size", -64_000)?;
-        writer.execute_batch(
-            "CREATE TABLE IF NOT EXISTS documents (
-                 model TEXT NOT NULL, key TEXT NOT NULL, body BLOB NOT NULL, PRIMARY KEY (model, key)
-             ) WITHOUT ROWID;
-             CREATE TABLE IF NOT EXISTS checkpoints (
-                 projection TEXT PRIMARY KEY, version INTEGER NOT NULL,
-                 commit_pos INTEGER NOT NULL, prepare_pos INTEGER NOT NULL
-             ) WITHOUT ROWID;
-             -- The last change of each document, numbered across all documents and rebuilds,
-             -- so subscribers resume from a number and see every document's latest state.
-             CREATE TABLE IF NOT EXISTS changes (
-                 model TEXT NOT NULL, key TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (model, key)
-             ) WITHOUT ROWID;
-             CREATE INDEX IF NOT EXISTS changes_by_seq ON changes (seq);
-             CREATE TABLE IF NOT EXISTS change_sequence (id INTEGER PRIMARY KEY CHECK (id = 1), last INTEGER NOT NULL);",
-        )?;
-        Ok(Self {
-            writer: Mutex::new(writer),
-            readers: Mutex::new(vec![open_connection(&path)?]),
-            path,
-        })
-    }
-
-    /// Runs `read` on an idle read connection.
-    fn read<T>(&self, read: impl FnOnce(&Connection) -> Result<T, Error>) -> Result<T, Error> {
-        let idle = self.readers.lock().unwrap().pop();
-        let connection = match idle {
-            Some(connection) => connection,
-            None => open_connection(&self.path)?,
-        };
-        let result = read(&connection);
-        self.readers.lock().unwrap().push(connection);
-        result
-    }
-}
-
-fn open_connection(path: &Path) -> Result<Connection, Error> {
-    let connection = Connection::open(path)?;
-    // Takes effect when the file is created. Folding writes documents all over the key space;
-    // larger pages mean fewer B-tree pages to find, change and log per batch (measured: 16 KiB
-    // pages fold about a quarter faster than 4 KiB ones).
-    connection.pragma_update(None, "page_size", 16_384)?;
-    connection.busy_timeout(Duration::from_secs(5))?;
-    connection.pragma_update(None, "journal_mode", "WAL")?;
-    // Derived data: after a crash the projection folds again from its checkpoint, which
-    // commits with the documents.
-    connection.pragma_update(None, "synchronous", "NORMAL")?;
-    // Reads through memory maps rather than a syscall per page.
-    connection.pragma_update(None, "mmap_size", 1i64 << 30)?;
-    connection.pragma_update(None, "cache_size", -16_000)?;
-    // Fewer, larger checkpoints of the WAL into the database cost the writer less.
-    connection.pragma_update(None, "wal_autocheckpoint", 65_536)?;
-    Ok(connection)
-}
-
-fn stored_checkpoint(
-    connection: &Connection,
-    projection: &str,
-) -> Result<Option<Checkpoint>, Error> {
-    let found = connection
-        .prepare_cached(
-            "SELECT version, commit_pos, prepare_pos FROM checkpoints WHERE projection = ?1",
-        )?
-        .query_row([projection], |row| {
-            let position =
-                Position::new(row.get::<_, i64>(1)? as u64, row.get::<_, i64>(2)? as u64);
-            Ok(Checkpoint {
-                version: row.get(0)?,
-                position,
-            })
-        })
-        .optional()?;
-    Ok(found)
-}
-
-impl DocumentStore for EmbeddedDocuments {
-    fn checkpoint(&self, projection: &str) -> Result<Option<Checkpoint>, Error> {
-        self.read(|reader| stored_checkpoint(reader, projection))
-    }
-
-    fn get(&self, model: &str, key: &str) -> Result<Option<Vec<u8>>, Error> {
-        self.read(|reader| {
-            let body = reader
-                .prepare_cached("SELECT body FROM documents WHERE model = ?1 AND key = ?2")?
-                .query_row([model, key], |row| row.get(0))
-                .optional()?;
-            Ok(body)
-        })
-    }
-
-    fn scan(&self, model: &str, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, Error> {
-        // A key range rather than LIKE, whose `_` would match any character of an id.
-        let mut end = prefix.to_owned();
-        end.push(char::MAX);
-        self.read(|reader| {
-            let mut select = reader.prepare_cached(
-                "SELECT key, body FROM documents WHERE model = ?1 AND key >= ?2 AND key < ?3 ORDER BY key",
-            )?;
-            let rows = select.query_map(params![model, prefix, end], |row| {
-                Ok((row.get(0)?, row.get(1)?))
-            })?;
-            Ok(rows.collect::<Result<_, _>>()?)
-        })
-    }
-
-    fn commit(
-        &self,
-        projection: &str,
-        from: Option<Checkpoint>,
-        to: Checkpoint,
-        writes: &[Write],
-        followed: &[&str],
-    ) -> Result<(), Error> {
-        let mut writer = self.writer.lock().unwrap();
-        let transaction = writer.transaction()?;
-        if stored_checkpoint(&transaction, projection)? != from {
-            return Err(Error::Conflict);
-        }
-        let mut seq: i64 = transaction.query_row(
-            "SELECT coalesce((SELECT last FROM change_sequence WHERE id = 1), 0)",
-            [],
-            |row| row.get(0),
-        )?;
-        for write in writes {
-            let (Write::Put { model, key, .. } | Write::Delete { model, key }) = write;
-            if followed.contains(&model.as_str()) {
-                seq += 1;
-                transaction
-                    .prepare_cached(
-                        "INSERT OR REPLACE INTO changes (model, key, seq) VALUES (?1, ?2, ?3)",
-                    )?
-                    .execute(params![model, key, seq])?;
-            }
-            match write {
-                Write::Put { model, key, body } => transaction
-                    .prepare_cached(
-                        "INSERT OR REPLACE INTO documents (model, key, body) VALUES (?1, ?2, ?3)",
-                    )?
-                    .execute(params![model, key, body])?,
-                Write::Delete { model, key } => transaction
-                    .prepare_cached("DELETE FROM documents WHERE model = ?1 AND key = ?2")?
-                    .execute(params![model, key])?,
-            };
-        }
-        transaction
-            .prepare_cached("INSERT OR REPLACE INTO change_sequence (id, last) VALUES (1, ?1)")?
-            .execute([seq])?;
-        transaction
-            .prepare_cached(
-                "INSERT OR REPLACE INTO checkpoints (projection, version, commit_pos, prepare_pos)
-                 VALUES (?1, ?2, ?3, ?4)",
-            )?
-            .execute(params![
-                projection,
-                to.version,
-                to.position.commit() as i64,
-                to.position.prepare() as i64
-            ])?;
-        transaction.commit()?;
-        Ok(())
-    }
-
-    fn changes(&self, after: u64, limit: usize) -> Result<Vec<Change>, Error> {
-        self.read(|reader| {
-            let mut select = reader.prepare_cached(
-                "SELECT seq, model, key FROM changes WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-            )?;
-            let rows = select.query_map(params![after as i64, limit as i64], |row| {
-                Ok(Change {
-                    seq: row.get::<_, i64>(0)? as u64,
-                    model: row.get(1)?,
-                    key: row.get(2)?,
-                })
-            })?;
-            Ok(rows.collect::<Result<_, _>>()?)
-        })
-    }
-
-    fn reset(&self, projection: &str, models: &[&str]) -> Result<(), Error> {
-        let mut writer = self.writer.lock().unwrap();
-        let transaction = writer.transaction()?;
-        for model in models {
-            transaction.execute("DELETE FROM documents WHERE model = ?1", [model])?;
-        }
-        transaction.execute(
-            "DELETE FROM checkpoints WHERE projection = ?1",
-            [projection],
-        )?;
-        transaction.commit()?;
-        Ok(())
-    }
-}
-
 /// The documents a batch of events touches: each read from the store and decoded once, changed
 /// in memory as typed values, and encoded and written back once, as one commit.
 pub struct Documents<'a> {
     store: &'a dyn DocumentStore,
-    cache: HashMap<(String, String), Slot>,
+    /// By model, then key: looking a cached document up allocates nothing.
+    cache: Map<Map<Slot>>,
 }
+
+type Map<T> = HashMap<String, T, foldhash::fast::RandomState>;
 
 impl std::fmt::Debug for Documents<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Documents")
-            .field("cached", &self.cache.len())
+            .field("cached", &self.cache.values().map(Map::len).sum::<usize>())
             .finish_non_exhaustive()
     }
 }
@@ -363,7 +154,7 @@ impl<'a> Documents<'a> {
     pub fn new(store: &'a dyn DocumentStore) -> Self {
         Self {
             store,
-            cache: HashMap::new(),
+            cache: Map::default(),
         }
     }
 
@@ -372,25 +163,32 @@ impl<'a> Documents<'a> {
         model: &str,
         key: &str,
     ) -> Result<&mut Slot, Error> {
-        let id = (model.to_owned(), key.to_owned());
-        if !self.cache.contains_key(&id) {
-            let value = match self.store.get(model, key)? {
+        let store = self.store;
+        let documents = self.model(model);
+        if !documents.contains_key(key) {
+            let value = match store.get(model, key)? {
                 Some(body) => {
                     Some(Box::new(serde_json::from_slice::<T>(&body)?) as Box<dyn Any + Send>)
                 }
                 None => None,
             };
-            self.cache.insert(
-                id.clone(),
-                Slot {
-                    stored: value.is_some(),
-                    value,
-                    encode: encode_as::<T>,
-                    changed: false,
-                },
-            );
+            let slot = Slot {
+                stored: value.is_some(),
+                value,
+                encode: encode_as::<T>,
+                changed: false,
+            };
+            documents.insert(key.to_owned(), slot);
         }
-        Ok(self.cache.get_mut(&id).expect("inserted above"))
+        Ok(documents.get_mut(key).expect("inserted above"))
+    }
+
+    /// The cached documents of `model`.
+    fn model(&mut self, model: &str) -> &mut Map<Slot> {
+        if !self.cache.contains_key(model) {
+            self.cache.insert(model.to_owned(), Map::default());
+        }
+        self.cache.get_mut(model).expect("inserted above")
     }
 
     /// A copy of the document.
@@ -449,38 +247,52 @@ impl<'a> Documents<'a> {
         key: &str,
         value: Box<dyn Any + Send>,
     ) {
-        let id = (model.to_owned(), key.to_owned());
-        let stored = self.cache.get(&id).is_none_or(|slot| slot.stored);
+        let documents = self.model(model);
+        let stored = documents.get(key).is_none_or(|slot| slot.stored);
         let slot = Slot {
             value: Some(value),
             encode: encode_as::<T>,
             changed: true,
             stored,
         };
-        self.cache.insert(id, slot);
+        documents.insert(key.to_owned(), slot);
     }
 
-    /// The changes to write, in key order (so the store's B-trees are written in order).
-    pub fn into_writes(self) -> Result<Vec<Write>, Error> {
+    /// The changes to write since the last call, in key order (so the store's B-trees are
+    /// written in order). The documents stay cached, as the store holds them once the writes
+    /// commit.
+    pub fn take_writes(&mut self) -> Result<Vec<Write>, Error> {
         let mut writes = Vec::new();
-        let mut slots: Vec<_> = (self.cache.into_iter())
-            .filter(|(_, s)| s.changed && (s.value.is_some() || s.stored))
-            .collect();
-        slots.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        for ((model, key), slot) in slots {
-            if !slot.changed {
-                continue;
+        let mut models: Vec<_> = self.cache.iter_mut().collect();
+        models.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        for (model, documents) in models {
+            let mut slots: Vec<_> = (documents.iter_mut()).filter(|(_, s)| s.changed).collect();
+            slots.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            for (key, slot) in slots {
+                slot.changed = false;
+                let (model, key) = (model.clone(), key.clone());
+                match &slot.value {
+                    Some(value) => writes.push(Write::Put {
+                        model,
+                        key,
+                        body: (slot.encode)(value.as_ref())?,
+                    }),
+                    // Deleting what the store never held writes nothing.
+                    None if slot.stored => writes.push(Write::Delete { model, key }),
+                    None => {}
+                }
+                slot.stored = slot.value.is_some();
             }
-            writes.push(match &slot.value {
-                Some(value) => Write::Put {
-                    model,
-                    key,
-                    body: (slot.encode)(value.as_ref())?,
-                },
-                None => Write::Delete { model, key },
-            });
         }
         Ok(writes)
+    }
+
+    /// Drops the cached documents that have no changes to write: once the last writes are
+    /// committed, the store gives the same.
+    pub fn forget_written(&mut self) {
+        for documents in self.cache.values_mut() {
+            documents.retain(|_, slot| slot.changed);
+        }
     }
 }
 
@@ -506,7 +318,7 @@ mod tests {
         documents.put("m", "a", 1u32).unwrap();
         // Deleting what was never stored writes nothing.
         documents.delete::<u32>("m", "never").unwrap();
-        let writes = documents.into_writes().unwrap();
+        let writes = documents.take_writes().unwrap();
         let keys: Vec<_> = writes
             .iter()
             .map(|w| match w {
@@ -524,7 +336,7 @@ mod tests {
         // Put without reading, then deleted: it may have been stored, so the delete is written.
         documents.put("m", "c", 3u32).unwrap();
         documents.delete::<u32>("m", "c").unwrap();
-        let writes = documents.into_writes().unwrap();
+        let writes = documents.take_writes().unwrap();
         assert!(writes.contains(&Write::Delete {
             model: "m".into(),
             key: "a".into()

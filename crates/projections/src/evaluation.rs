@@ -395,12 +395,16 @@ impl Projection for EvaluationBriefs {
                         event_ids: vec![id],
                     },
                 };
+                // A new insight has no served document to withdraw: served only if shared.
+                if source.sharing.allows(pb::SharingScope::Evaluation) {
+                    let served_key = format!("{tenant}/{}/{}", e.subject_id, e.insight_id);
+                    documents.put(INSIGHTS, &served_key, source.document.clone())?;
+                }
                 documents.put(
                     INSIGHT_SOURCES,
                     &format!("{tenant}/{}", e.insight_id),
                     source,
-                )?;
-                Self::insight(documents, tenant, &e.insight_id, |_| {})
+                )
             }
             event => match Sharing::changed_insight(event) {
                 Some(insight) => Self::insight(documents, tenant, insight, |source| {

@@ -5,6 +5,7 @@
 pub mod as_of;
 pub mod development;
 mod documents;
+mod embedded;
 pub mod evaluation;
 pub mod health;
 mod period;
@@ -13,8 +14,7 @@ mod runner;
 mod sharing;
 pub mod staffing;
 
-pub use documents::{
-    Change, Checkpoint, DocumentStore, Documents, EmbeddedDocuments, Error, Lease, Write,
-};
+pub use documents::{Change, Checkpoint, DocumentStore, Documents, Error, Lease, Write};
+pub use embedded::EmbeddedDocuments;
 pub use period::{bounds, enclosing, months, periods_of, previous};
 pub use runner::{Applied, Projection, ProjectionRunner, ProjectionStatus};

@@ -2,21 +2,26 @@
 //! and commits each batch's document changes with the new checkpoint in one transaction.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use ledger_domain::{Event, Micros};
 use ledger_store::{EventStore, Position, RecordedEvent};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
-use crate::documents::{Checkpoint, DocumentStore, Documents, Error, Lease};
+use crate::documents::{Checkpoint, DocumentStore, Documents, Error, Lease, Write};
 
-/// At most this many events per transaction.
-const BATCH: usize = 16_384;
+/// Events per page handed from the log to the fold.
+const PAGE: usize = 4096;
+/// While catching up, a commit covers this many events or this long folding, whichever comes
+/// first: each commit rewrites every B-tree page its documents touch, so fewer, larger commits
+/// write far less. Live (the log drained), every page commits at once.
+const COMMIT_EVENTS: usize = 65_536;
+const COMMIT_INTERVAL: Duration = Duration::from_millis(1000);
 /// How often a replica that does not run a projection looks at its checkpoint and asks for it.
 const STANDBY_POLL: Duration = Duration::from_millis(500);
-/// How long a batch waits for the log's next page.
+/// How long a page waits for the log's next events.
 const PAGE_WAIT: Duration = Duration::from_millis(2);
 
 /// One event as a projection sees it.
@@ -150,56 +155,264 @@ impl ProjectionRunner {
             running_here: true,
         });
         loop {
-            let mut events = self.store.subscribe_all(checkpoint.map(|c| c.position));
-            loop {
-                let first = match events.next().await {
-                    Some(Ok(event)) => event,
-                    Some(Err(ledger_store::Error::Closed)) | None => return Ok(()),
-                    Some(Err(error)) => {
-                        tracing::warn!(projection = name, %error, "projection lost the log; resubscribing");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                        break;
-                    }
-                };
-                let mut batch = vec![first];
-                let mut drained = false;
-                // Catching up, the next page is a moment away: wait that moment for a fuller
-                // batch. Live, the log has nothing more and the batch goes at once.
-                while batch.len() < BATCH {
-                    match tokio::time::timeout(PAGE_WAIT, events.next()).await {
-                        Ok(Some(Ok(event))) => batch.push(event),
-                        _ => {
-                            drained = true;
-                            break;
-                        }
-                    }
+            // Reading the log and folding run side by side: the next page is read while the
+            // last one folds.
+            let (pages, received) = mpsc::channel(2);
+            let folder = {
+                let (documents, projection) = (self.documents.clone(), projection.clone());
+                let status = self.status.clone();
+                tokio::task::spawn_blocking(move || {
+                    fold_pages(
+                        documents.as_ref(),
+                        projection.as_ref(),
+                        checkpoint,
+                        received,
+                        &status,
+                    )
+                })
+            };
+            let fed = self.feed(name, checkpoint, pages).await;
+            match folder.await.expect("folding does not panic") {
+                Ok(folded) => checkpoint = folded,
+                Err(Error::Conflict) => {
+                    // Another runner got there first: continue from where it left the documents.
+                    tracing::warn!(
+                        projection = name,
+                        "projection checkpoint moved elsewhere; resuming from it"
+                    );
+                    let documents = self.documents.clone();
+                    checkpoint = blocking(move || documents.checkpoint(name)).await?;
+                    let position = checkpoint.map(|c| c.position);
+                    self.status.send_modify(|status| status.position = position);
+                    continue;
                 }
-                let (documents, folding) = (self.documents.clone(), projection.clone());
-                let from = checkpoint;
-                match blocking(move || fold(documents.as_ref(), folding.as_ref(), from, &batch))
-                    .await
-                {
-                    Ok(to) => checkpoint = Some(to),
-                    Err(Error::Conflict) => {
-                        // Another runner got there first: continue from where it left the documents.
-                        tracing::warn!(
-                            projection = name,
-                            "projection checkpoint moved elsewhere; resuming from it"
-                        );
-                        let documents = self.documents.clone();
-                        checkpoint = blocking(move || documents.checkpoint(name)).await?;
-                        let position = checkpoint.map(|c| c.position);
-                        self.status.send_modify(|status| status.position = position);
-                        break;
-                    }
-                    Err(error) => return Err(error),
-                }
-                self.status.send_modify(|status| {
-                    status.position = checkpoint.map(|c| c.position);
-                    status.caught_up |= drained;
-                });
+                Err(error) => return Err(error),
+            }
+            match fed {
+                Fed::Closed => return Ok(()),
+                Fed::Lost => tokio::time::sleep(Duration::from_secs(1)).await,
+                Fed::Stopped => {}
             }
         }
+    }
+
+    /// Reads the log after `from` in pages and hands them to the fold, until the log ends or
+    /// fails or the fold stops taking pages.
+    async fn feed(&self, name: &str, from: Option<Checkpoint>, pages: mpsc::Sender<Page>) -> Fed {
+        let mut events = self.store.subscribe_all(from.map(|c| c.position));
+        loop {
+            let first = match events.next().await {
+                Some(Ok(event)) => event,
+                end => return ended(name, end),
+            };
+            let mut page = Page {
+                events: vec![first],
+                drained: false,
+            };
+            let mut end = None;
+            // Catching up, the next events are a moment away: wait that moment for a fuller
+            // page. Live, the log has nothing more and the page goes at once.
+            while page.events.len() < PAGE {
+                // An event at hand needs no timer.
+                let next = match events.next().now_or_never() {
+                    Some(next) => Ok(next),
+                    None => tokio::time::timeout(PAGE_WAIT, events.next()).await,
+                };
+                match next {
+                    Ok(Some(Ok(event))) => page.events.push(event),
+                    Ok(next) => {
+                        end = Some(ended(name, next));
+                        break;
+                    }
+                    Err(_) => {
+                        page.drained = true;
+                        break;
+                    }
+                }
+            }
+            if pages.send(page).await.is_err() {
+                return Fed::Stopped;
+            }
+            if let Some(end) = end {
+                return end;
+            }
+        }
+    }
+}
+
+/// Events read from the log together, handed to the fold.
+struct Page {
+    events: Vec<RecordedEvent>,
+    /// The log had nothing more after these: the fold commits them at once.
+    drained: bool,
+}
+
+/// Why feeding pages stopped.
+enum Fed {
+    /// The store closed.
+    Closed,
+    /// Reading the log failed; try again shortly.
+    Lost,
+    /// The fold stopped taking pages (another runner moved the checkpoint).
+    Stopped,
+}
+
+fn ended(name: &str, end: Option<Result<RecordedEvent, ledger_store::Error>>) -> Fed {
+    match end {
+        Some(Err(ledger_store::Error::Closed)) | None => Fed::Closed,
+        Some(Err(error)) => {
+            tracing::warn!(projection = name, %error, "projection lost the log; resubscribing");
+            Fed::Lost
+        }
+        Some(Ok(_)) => unreachable!("an event is not an end"),
+    }
+}
+
+/// Folds pages as they come and commits them: at once when the log is drained (live), else
+/// after [`COMMIT_EVENTS`] events or [`COMMIT_INTERVAL`]. Catching up, a commit runs on a thread
+/// of its own while the next events fold (the documents it writes stay cached until it is
+/// done, so the fold never reads around it). Returns the checkpoint reached.
+fn fold_pages(
+    store: &dyn DocumentStore,
+    projection: &dyn Projection,
+    checkpoint: Option<Checkpoint>,
+    mut pages: mpsc::Receiver<Page>,
+    status: &watch::Sender<ProjectionStatus>,
+) -> Result<Option<Checkpoint>, Error> {
+    let committed = |to: Checkpoint, drained: bool| {
+        status.send_modify(|status| {
+            status.position = Some(to.position);
+            status.caught_up |= drained;
+        });
+    };
+    std::thread::scope(|scope| {
+        let mut documents = Documents::new(store);
+        let mut window = Window::after(checkpoint);
+        let mut in_flight: Option<std::thread::ScopedJoinHandle<'_, _>> = None;
+        let finish = |in_flight: Option<std::thread::ScopedJoinHandle<'_, _>>| {
+            if let Some(commit) = in_flight {
+                let to = commit.join().expect("committing does not panic")?;
+                committed(to, false);
+            }
+            Ok::<_, Error>(())
+        };
+        while let Some(page) = pages.blocking_recv() {
+            window.apply(projection, &mut documents, &page.events)?;
+            let full = window.events >= COMMIT_EVENTS || window.opened.elapsed() >= COMMIT_INTERVAL;
+            if !page.drained && !full {
+                continue;
+            }
+            finish(in_flight.take())?;
+            documents.forget_written();
+            let commit = window.close(projection, &mut documents)?;
+            if page.drained {
+                committed(commit.run(store, projection)?, true);
+            } else {
+                in_flight = Some(scope.spawn(move || commit.run(store, projection)));
+            }
+        }
+        finish(in_flight.take())?;
+        if window.events > 0 {
+            let to = window
+                .close(projection, &mut documents)?
+                .run(store, projection)?;
+            committed(to, false);
+        }
+        Ok(window.from)
+    })
+}
+
+/// The events folded since the last commit.
+struct Window {
+    /// The checkpoint the next commit moves from.
+    from: Option<Checkpoint>,
+    last: Option<Position>,
+    events: usize,
+    opened: Instant,
+}
+
+/// One window's writes, to commit with the checkpoint after its last event.
+struct Commit {
+    from: Option<Checkpoint>,
+    to: Checkpoint,
+    writes: Vec<Write>,
+}
+
+impl Commit {
+    fn run(
+        self,
+        store: &dyn DocumentStore,
+        projection: &dyn Projection,
+    ) -> Result<Checkpoint, Error> {
+        store.commit(
+            projection.name(),
+            self.from,
+            self.to,
+            &self.writes,
+            projection.followed(),
+        )?;
+        Ok(self.to)
+    }
+}
+
+impl Window {
+    fn after(from: Option<Checkpoint>) -> Self {
+        Self {
+            from,
+            last: None,
+            events: 0,
+            opened: Instant::now(),
+        }
+    }
+
+    fn apply(
+        &mut self,
+        projection: &dyn Projection,
+        documents: &mut Documents<'_>,
+        batch: &[RecordedEvent],
+    ) -> Result<(), Error> {
+        for recorded in batch {
+            self.last = Some(recorded.position);
+            self.events += 1;
+            let Some((tenant, _)) = recorded.stream.as_str().split_once('/') else {
+                continue;
+            };
+            let event = Event::decode(&recorded.event_type, &recorded.payload).map_err(|e| {
+                Error::Event(format!(
+                    "{} at {}: {e}",
+                    recorded.event_type, recorded.position
+                ))
+            })?;
+            let Some(event) = event else { continue };
+            let applied = Applied {
+                event: &event,
+                id: recorded.id,
+                tenant,
+                recorded_at: recorded.recorded_at.as_micros(),
+                position: recorded.position,
+            };
+            projection.apply(applied, documents)?;
+        }
+        Ok(())
+    }
+
+    /// The window's commit; the next window opens after it.
+    fn close(
+        &mut self,
+        projection: &dyn Projection,
+        documents: &mut Documents<'_>,
+    ) -> Result<Commit, Error> {
+        let to = Checkpoint {
+            version: projection.version(),
+            position: self.last.expect("a commit follows at least one event"),
+        };
+        let commit = Commit {
+            from: self.from,
+            to,
+            writes: documents.take_writes()?,
+        };
+        *self = Self::after(Some(to));
+        Ok(commit)
     }
 }
 
@@ -211,34 +424,11 @@ pub(crate) fn fold(
     batch: &[RecordedEvent],
 ) -> Result<Checkpoint, Error> {
     let mut documents = Documents::new(store);
-    for recorded in batch {
-        let Some((tenant, _)) = recorded.stream.as_str().split_once('/') else {
-            continue;
-        };
-        let event = Event::decode(&recorded.event_type, &recorded.payload).map_err(|e| {
-            Error::Event(format!(
-                "{} at {}: {e}",
-                recorded.event_type, recorded.position
-            ))
-        })?;
-        let Some(event) = event else { continue };
-        let applied = Applied {
-            event: &event,
-            id: recorded.id,
-            tenant,
-            recorded_at: recorded.recorded_at.as_micros(),
-            position: recorded.position,
-        };
-        projection.apply(applied, &mut documents)?;
-    }
-    let position = batch.last().expect("batches are not empty").position;
-    let to = Checkpoint {
-        version: projection.version(),
-        position,
-    };
-    let writes = documents.into_writes()?;
-    store.commit(projection.name(), from, to, &writes, projection.followed())?;
-    Ok(to)
+    let mut window = Window::after(from);
+    window.apply(projection, &mut documents, batch)?;
+    window
+        .close(projection, &mut documents)?
+        .run(store, projection)
 }
 
 async fn blocking<T: Send + 'static>(

@@ -16,8 +16,8 @@ use pb::{InsightKind as Kind, SharingScope as S};
 /// there, the evaluation projection, into one store.
 fn folded(events: &[Event]) -> (tempfile::TempDir, EmbeddedDocuments) {
     let dir = tempfile::tempdir().unwrap();
-    let store = EmbeddedDocuments::open(dir.path()).unwrap();
     let projections: [&dyn Projection; 2] = [&DevelopmentReviews, &EvaluationBriefs];
+    let store = EmbeddedDocuments::open(dir.path(), &projections).unwrap();
     for projection in projections {
         let mut documents = Documents::new(&store);
         for (i, event) in events.iter().enumerate() {
@@ -39,7 +39,7 @@ fn folded(events: &[Event]) -> (tempfile::TempDir, EmbeddedDocuments) {
                 projection.name(),
                 None,
                 to,
-                &documents.into_writes().unwrap(),
+                &documents.take_writes().unwrap(),
                 projection.followed(),
             )
             .unwrap();

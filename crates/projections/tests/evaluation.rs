@@ -17,7 +17,7 @@ const DEC_1: i64 = 1_796_119_200_000_000;
 /// to the events, in order.
 fn brief_after(events: Vec<Event>, member: &str, period: &str) -> (Brief, Vec<Uuid>) {
     let dir = tempfile::tempdir().unwrap();
-    let store = EmbeddedDocuments::open(dir.path()).unwrap();
+    let store = EmbeddedDocuments::open(dir.path(), &[&EvaluationBriefs]).unwrap();
     let mut documents = Documents::new(&store);
     let ids: Vec<Uuid> = events.iter().map(|_| Uuid::new_v4()).collect();
     for (i, (event, id)) in events.iter().zip(&ids).enumerate() {
@@ -39,7 +39,7 @@ fn brief_after(events: Vec<Event>, member: &str, period: &str) -> (Brief, Vec<Uu
             EvaluationBriefs.name(),
             None,
             to,
-            &documents.into_writes().unwrap(),
+            &documents.take_writes().unwrap(),
             EvaluationBriefs.followed(),
         )
         .unwrap();

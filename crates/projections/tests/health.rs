@@ -25,9 +25,9 @@ const END_OF_YEAR: Micros = DEC_1 + 31 * DAY;
 /// Folds `events` (each recorded at its time) into both projections health reads.
 fn folded(events: &[(Micros, Event)]) -> (tempfile::TempDir, EmbeddedDocuments, Vec<Uuid>) {
     let dir = tempfile::tempdir().unwrap();
-    let store = EmbeddedDocuments::open(dir.path()).unwrap();
-    let ids: Vec<Uuid> = events.iter().map(|_| Uuid::new_v4()).collect();
     let projections: [&dyn Projection; 2] = [&DialogueHealth, &EvaluationBriefs];
+    let store = EmbeddedDocuments::open(dir.path(), &projections).unwrap();
+    let ids: Vec<Uuid> = events.iter().map(|_| Uuid::new_v4()).collect();
     for projection in projections {
         let mut documents = Documents::new(&store);
         for (i, ((at, event), id)) in events.iter().zip(&ids).enumerate() {
@@ -44,7 +44,7 @@ fn folded(events: &[(Micros, Event)]) -> (tempfile::TempDir, EmbeddedDocuments, 
             version: projection.version(),
             position: Position::from_sequence(events.len() as u64),
         };
-        let writes = documents.into_writes().unwrap();
+        let writes = documents.take_writes().unwrap();
         store
             .commit(projection.name(), None, to, &writes, projection.followed())
             .unwrap();

@@ -86,10 +86,10 @@ fn count(documents: &EmbeddedDocuments, tenant: &str) -> u64 {
 async fn restarts_neither_lose_nor_double_an_event() {
     let dir = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open(dir.path().join("log")).unwrap();
-    let documents = Arc::new(EmbeddedDocuments::open(dir.path()).unwrap());
     let counter = Arc::new(Counter {
         version: AtomicU32::new(1),
     });
+    let documents = Arc::new(EmbeddedDocuments::open(dir.path(), &[counter.as_ref()]).unwrap());
     append_units(&store, "acme", 0, 1500).await;
     append_units(&store, "globex", 0, 20).await;
     // Stopped in the middle of catching up, then started again.

@@ -181,7 +181,7 @@ fn fold(projection: &dyn Projection, store: &MemoryDocuments, events: &[(usize, 
         };
         projection.apply(applied, &mut documents).unwrap();
     }
-    let writes = documents.into_writes().unwrap();
+    let writes = documents.take_writes().unwrap();
     let to = Checkpoint {
         version: projection.version(),
         position: Position::from_sequence(events.len() as u64 + 1),

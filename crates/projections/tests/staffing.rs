@@ -27,7 +27,7 @@ fn recorded(id: &str, subject: &str, kind: Kind, tags: &[&str], scopes: &[S]) ->
 
 fn folded(events: &[Event]) -> (tempfile::TempDir, EmbeddedDocuments) {
     let dir = tempfile::tempdir().unwrap();
-    let store = EmbeddedDocuments::open(dir.path()).unwrap();
+    let store = EmbeddedDocuments::open(dir.path(), &[&Staffing]).unwrap();
     let mut documents = Documents::new(&store);
     for (i, event) in events.iter().enumerate() {
         let at = 1_796_119_200_000_000 + i as i64;
@@ -40,7 +40,7 @@ fn folded(events: &[Event]) -> (tempfile::TempDir, EmbeddedDocuments) {
         };
         Staffing.apply(applied, &mut documents).unwrap();
     }
-    let writes = documents.into_writes().unwrap();
+    let writes = documents.take_writes().unwrap();
     let to = Checkpoint {
         version: Staffing.version(),
         position: Position::from_sequence(events.len() as u64),

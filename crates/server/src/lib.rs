@@ -174,23 +174,27 @@ pub async fn serve(
         options.log_origin.clone(),
         access.clone(),
     );
-    let documents = store::open_documents(&options.store, &options.data_dir).await?;
-    let briefs = ProjectionRunner::new(shared_store.clone(), documents.clone());
-    let staffing = ProjectionRunner::new(shared_store.clone(), documents.clone());
-    let development = ProjectionRunner::new(shared_store.clone(), documents.clone());
-    let health_runner = ProjectionRunner::new(shared_store.clone(), documents.clone());
-    let projections = [
-        spawn_projection(briefs.clone(), Arc::new(EvaluationBriefs)),
-        spawn_projection(staffing.clone(), Arc::new(Staffing)),
-        spawn_projection(development.clone(), Arc::new(DevelopmentReviews)),
-        spawn_projection(health_runner.clone(), Arc::new(DialogueHealth)),
+    let folds: [Arc<dyn Projection>; 4] = [
+        Arc::new(EvaluationBriefs),
+        Arc::new(Staffing),
+        Arc::new(DevelopmentReviews),
+        Arc::new(DialogueHealth),
     ];
+    let documents = store::open_documents(&options.store, &options.data_dir, &folds).await?;
+    let runner = || ProjectionRunner::new(shared_store.clone(), documents.clone());
     let runners = ReadModelRunners {
-        briefs,
-        staffing,
-        development,
-        health: health_runner,
+        briefs: runner(),
+        staffing: runner(),
+        development: runner(),
+        health: runner(),
     };
+    let [evaluation, staffing, development, health] = folds;
+    let projections = [
+        spawn_projection(runners.briefs.clone(), evaluation),
+        spawn_projection(runners.staffing.clone(), staffing),
+        spawn_projection(runners.development.clone(), development),
+        spawn_projection(runners.health.clone(), health),
+    ];
     let settings = ReadModelSettings {
         anonymity_threshold: options.anonymity_threshold,
         manager_overload_sessions: options.manager_overload_sessions,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use ledger_projections::postgres::PostgresDocuments;
-use ledger_projections::{DocumentStore, EmbeddedDocuments};
+use ledger_projections::{DocumentStore, EmbeddedDocuments, Projection};
 use ledger_store::EventStore;
 use ledger_store_embedded::EmbeddedStore;
 use ledger_store_eventstoredb::EventStoreDb;
@@ -17,12 +17,18 @@ use ledger_store_postgres::PostgresStore;
 pub async fn open_documents(
     options: &StoreOptions,
     data_dir: &Path,
+    projections: &[Arc<dyn Projection>],
 ) -> anyhow::Result<Arc<dyn DocumentStore>> {
     let (options, data_dir) = (options.clone(), data_dir.to_owned());
+    let projections = projections.to_vec();
     tokio::task::spawn_blocking(move || -> anyhow::Result<Arc<dyn DocumentStore>> {
         Ok(match options {
             StoreOptions::Embedded | StoreOptions::EventStoreDb { .. } => {
-                Arc::new(EmbeddedDocuments::open(&data_dir).context("cannot open the read models")?)
+                let opened: Vec<&dyn Projection> = projections.iter().map(|p| p.as_ref()).collect();
+                Arc::new(
+                    EmbeddedDocuments::open(&data_dir, &opened)
+                        .context("cannot open the read models")?,
+                )
             }
             StoreOptions::Postgres { url, schema } => {
                 Arc::new(PostgresDocuments::connect(&url, &schema).with_context(|| {
