@@ -18,6 +18,10 @@ use ledger_store::{EventStore, ExpectedVersion, Metadata, NewEvent, StreamName};
 use ledger_store_embedded::EmbeddedStore;
 use uuid::Uuid;
 
+/// As the server allocates.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const WRITERS: usize = 64;
 const MEMBERS: usize = 1000;
 /// 2026-12-01T10:00:00Z

