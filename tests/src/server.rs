@@ -6,6 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -161,6 +164,16 @@ impl ServerProcess {
             .connect()
             .await
             .unwrap()
+    }
+
+    /// What the health check says of the whole server (readiness).
+    pub async fn serving(&self) -> ServingStatus {
+        let mut health = HealthClient::new(self.channel().await);
+        let request = HealthCheckRequest {
+            service: String::new(),
+        };
+        let status = health.check(request).await.unwrap().into_inner().status;
+        ServingStatus::try_from(status).unwrap()
     }
 
     /// What the server has logged so far.

@@ -16,6 +16,7 @@ use ledger_store::{EventStore, StreamName};
 use ledger_store_postgres::PostgresStore;
 use ledger_store_postgres::testing::{TestSchema, database_url};
 use tonic::{Code, Request};
+use tonic_health::pb::health_check_response::ServingStatus;
 
 /// A command's deadline; no command may take much longer, PostgreSQL or not.
 const DEADLINE: Duration = Duration::from_secs(12);
@@ -134,13 +135,15 @@ async fn commands_fail_fast_while_postgres_is_down_and_recover_after() {
             }
         }));
     }
-
+    assert_eq!(server.serving().await, ServingStatus::Serving);
     tokio::time::sleep(Duration::from_secs(1)).await;
     control.run("stop");
     let before_outage = outcomes.lock().unwrap().acknowledged.len();
     tokio::time::sleep(Duration::from_secs(4)).await;
     let during = outcomes.lock().unwrap().unavailable;
     assert!(during > 0, "no command failed while PostgreSQL was down");
+    // Readiness follows the store: an orchestrator sends no traffic while it is gone.
+    assert_eq!(server.serving().await, ServingStatus::NotServing);
     control.run("start");
     // Recovery without a restart: new commands are acknowledged again.
     let back = Instant::now();
@@ -154,6 +157,14 @@ async fn commands_fail_fast_while_postgres_is_down_and_recover_after() {
             "the server did not recover after PostgreSQL came back"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let ready_again = Instant::now();
+    while server.serving().await != ServingStatus::Serving {
+        assert!(
+            ready_again.elapsed() < Duration::from_secs(10),
+            "the health check did not say SERVING again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     running.store(false, std::sync::atomic::Ordering::Relaxed);
     for loader in loaders {

@@ -8,6 +8,7 @@ use ledger_domain::{Event, pb, to_timestamp};
 use ledger_e2e::server::ServerProcess;
 use ledger_store::{EventStore, ExpectedVersion, Metadata, NewEvent, StreamName};
 use ledger_store_embedded::EmbeddedStore;
+use tonic_health::pb::health_check_response::ServingStatus;
 use uuid::Uuid;
 
 const STORIES: usize = 4000;
@@ -217,4 +218,27 @@ async fn killed_mid_catch_up_the_read_models_equal_a_rebuild() {
         resumed.len(),
         rebuilt.len()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_ready_while_the_projections_are_further_behind_than_the_ready_lag() {
+    let data_dir = tempfile::tempdir().unwrap();
+    write_log(data_dir.path()).await;
+    let server =
+        ServerProcess::start_with_env(data_dir.path(), &[], &[("LEDGER_READY_MAX_LAG_SECS", "0")]);
+    // 20,000 events to fold from zero: any lag is too much.
+    assert_eq!(server.serving().await, ServingStatus::NotServing);
+    wait_until(data_dir.path(), |c| {
+        c.len() == PROJECTIONS && c.iter().all(|p| *p == EVENTS)
+    })
+    .await;
+    let caught_up = Instant::now();
+    while server.serving().await != ServingStatus::Serving {
+        assert!(
+            caught_up.elapsed() < Duration::from_secs(5),
+            "still not serving after the projections caught up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(server.terminate().await.success());
 }

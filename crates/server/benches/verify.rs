@@ -75,6 +75,8 @@ async fn run(dir: &std::path::Path, events: usize) {
         store: dialogue_ledger::store::StoreOptions::Embedded,
         data_dir: dir.to_owned(),
         shutdown_grace: Duration::from_secs(5),
+        limits: dialogue_ledger::limits::Limits::default(),
+        ready_max_lag: Duration::from_secs(30),
     };
     let server = tokio::spawn(dialogue_ledger::serve(listener, options, async {
         let _ = stopped.await;

@@ -5,8 +5,10 @@ pub mod access;
 pub mod auth;
 pub mod commands;
 pub mod ledger;
+pub mod limits;
 pub mod read_models;
 pub mod services;
+pub mod serving;
 pub mod status;
 pub mod store;
 pub mod verify;
@@ -37,6 +39,7 @@ use ledger_store::EventStore;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
 
@@ -44,6 +47,7 @@ use crate::access::AccessLog;
 use crate::auth::Authenticator;
 use crate::commands::CommandHandler;
 use crate::ledger::{AuditTrees, LedgerService};
+use crate::limits::{Gate, Limits};
 use crate::read_models::{ReadModelRunners, ReadModelSettings, ReadModelsService};
 use crate::services::CommandService;
 use crate::store::{Backend, StoreOptions};
@@ -116,6 +120,9 @@ pub struct ServeOptions {
     /// How long shutdown waits for open requests and connections before it closes the store
     /// anyway.
     pub shutdown_grace: Duration,
+    pub limits: Limits,
+    /// The health check says NOT_SERVING while a projection is further behind the log than this.
+    pub ready_max_lag: Duration,
 }
 
 /// Runs a projection until the store closes, logging why if it stops on an error.
@@ -198,17 +205,18 @@ pub async fn serve(
     let settings = ReadModelSettings {
         anonymity_threshold: options.anonymity_threshold,
         manager_overload_sessions: options.manager_overload_sessions,
+        max_subscriptions: options.limits.max_subscriptions,
     };
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let readiness = tokio::spawn(serving::report(
+        health.clone(),
+        shared_store.clone(),
+        runners.all().into_iter().cloned().collect(),
+        options.ready_max_lag,
+    ));
     let read_models =
         ReadModelsService::new(shared_store, documents, runners, settings, handler, access);
 
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_service_status("", ServingStatus::Serving).await;
-    for service in SERVICES {
-        health
-            .set_service_status(service, ServingStatus::Serving)
-            .await;
-    }
     // Both reflection versions: grpcurl and older tools still ask v1alpha.
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -224,41 +232,39 @@ pub async fn serve(
     let drain = async move {
         shutdown.await;
         tracing::info!("shutting down: finishing in-flight requests");
+        readiness.abort();
         health
             .set_service_status("", ServingStatus::NotServing)
             .await;
+        for service in SERVICES {
+            health
+                .set_service_status(service, ServingStatus::NotServing)
+                .await;
+        }
         let _ = draining_started.send(());
     };
+    let gate = Gate::new(authenticator, &options.limits);
+    let max_message = options.limits.max_message_bytes;
+    // Each service behind the gate, with the message size limit both ways.
+    macro_rules! guarded {
+        ($server:ident, $service:expr) => {
+            InterceptedService::new(
+                $server::new($service)
+                    .max_decoding_message_size(max_message)
+                    .max_encoding_message_size(max_message),
+                gate.clone(),
+            )
+        };
+    }
     let server = Server::builder()
         .add_service(health_service)
-        .add_service(OrgDirectoryServer::with_interceptor(
-            commands.clone(),
-            authenticator.clone(),
-        ))
-        .add_service(SessionsServer::with_interceptor(
-            commands.clone(),
-            authenticator.clone(),
-        ))
-        .add_service(InsightsServer::with_interceptor(
-            commands.clone(),
-            authenticator.clone(),
-        ))
-        .add_service(GoalsServer::with_interceptor(
-            commands.clone(),
-            authenticator.clone(),
-        ))
-        .add_service(SurveysServer::with_interceptor(
-            commands,
-            authenticator.clone(),
-        ))
-        .add_service(LedgerServer::with_interceptor(
-            ledger,
-            authenticator.clone(),
-        ))
-        .add_service(ReadModelsServer::with_interceptor(
-            read_models,
-            authenticator,
-        ))
+        .add_service(guarded!(OrgDirectoryServer, commands.clone()))
+        .add_service(guarded!(SessionsServer, commands.clone()))
+        .add_service(guarded!(InsightsServer, commands.clone()))
+        .add_service(guarded!(GoalsServer, commands.clone()))
+        .add_service(guarded!(SurveysServer, commands))
+        .add_service(guarded!(LedgerServer, ledger))
+        .add_service(guarded!(ReadModelsServer, read_models))
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), drain);

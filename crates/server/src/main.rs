@@ -8,6 +8,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use dialogue_ledger::auth::{Claims, DEFAULT_AUDIENCE, DEFAULT_ISSUER, LocalKeys};
+use dialogue_ledger::limits::{DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_SUBSCRIPTIONS, Limits};
+use dialogue_ledger::serving::DEFAULT_READY_MAX_LAG_SECS;
 use dialogue_ledger::store::{DEFAULT_STORE_NAMESPACE, StoreOptions};
 use dialogue_ledger::verify::{OfflineOptions, Verdict, VerifyOptions};
 use dialogue_ledger::{
@@ -82,6 +84,25 @@ enum Command {
         /// Dialogue health flags a manager holding more vertical sessions a month than this.
         #[arg(long, env = "LEDGER_MANAGER_OVERLOAD_SESSIONS", default_value_t = DEFAULT_MANAGER_OVERLOAD_SESSIONS)]
         manager_overload_sessions: u32,
+        /// The largest request or response message, in bytes (larger ones are refused with
+        /// OUT_OF_RANGE).
+        #[arg(long, env = "LEDGER_MAX_MESSAGE_BYTES", default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
+        max_message_bytes: usize,
+        /// Read-model subscriptions open at once, across all callers (more are refused with
+        /// RESOURCE_EXHAUSTED).
+        #[arg(long, env = "LEDGER_MAX_SUBSCRIPTIONS", default_value_t = DEFAULT_MAX_SUBSCRIPTIONS)]
+        max_subscriptions: usize,
+        /// Requests per second each caller (tenant and token subject) may make, sustained;
+        /// 0: no limit. Over it, RESOURCE_EXHAUSTED with a RetryInfo.
+        #[arg(long, env = "LEDGER_RATE_LIMIT", default_value_t = 0)]
+        rate_limit: u32,
+        /// Requests a caller may make at once beyond the sustained rate.
+        #[arg(long, env = "LEDGER_RATE_LIMIT_BURST", default_value_t = 100)]
+        rate_limit_burst: u32,
+        /// The health check (readiness) says NOT_SERVING while a projection is further behind
+        /// the log than this many seconds (rebuilding), or the event store does not answer.
+        #[arg(long, env = "LEDGER_READY_MAX_LAG_SECS", default_value_t = DEFAULT_READY_MAX_LAG_SECS)]
+        ready_max_lag_secs: u64,
         #[command(flatten)]
         log: LogKey,
     },
@@ -181,6 +202,11 @@ async fn main() -> anyhow::Result<()> {
             jwt_audience,
             anonymity_threshold,
             manager_overload_sessions,
+            max_message_bytes,
+            max_subscriptions,
+            rate_limit,
+            rate_limit_burst,
+            ready_max_lag_secs,
             log,
         } => {
             let listener = tokio::net::TcpListener::bind(listen)
@@ -212,6 +238,13 @@ async fn main() -> anyhow::Result<()> {
                 log_origin: log.log_origin,
                 data_dir,
                 shutdown_grace: Duration::from_secs(shutdown_grace_secs),
+                limits: Limits {
+                    max_message_bytes,
+                    max_subscriptions,
+                    rate_per_second: rate_limit,
+                    rate_burst: rate_limit_burst,
+                },
+                ready_max_lag: Duration::from_secs(ready_max_lag_secs),
             };
             dialogue_ledger::serve(listener, options, shutdown).await
         }

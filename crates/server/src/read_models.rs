@@ -67,6 +67,10 @@ pub struct ReadModelRunners {
 }
 
 impl ReadModelRunners {
+    pub fn all(&self) -> [&ProjectionRunner; 4] {
+        self.named().map(|(_, runner)| runner)
+    }
+
     /// Each runner with its projection's name.
     fn named(&self) -> [(&'static str, &ProjectionRunner); 4] {
         [
@@ -85,6 +89,8 @@ pub struct ReadModelSettings {
     pub anonymity_threshold: u32,
     /// Managers holding more vertical sessions a month are flagged as overloaded.
     pub manager_overload_sessions: u32,
+    /// Subscriptions open at once, across all callers.
+    pub max_subscriptions: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -95,6 +101,8 @@ pub struct ReadModelsService {
     settings: ReadModelSettings,
     directory: Arc<CommandHandler>,
     access: AccessLog,
+    /// A permit per open subscription.
+    subscriptions: Arc<tokio::sync::Semaphore>,
 }
 
 impl ReadModelsService {
@@ -110,6 +118,7 @@ impl ReadModelsService {
             store,
             documents,
             runners,
+            subscriptions: Arc::new(tokio::sync::Semaphore::new(settings.max_subscriptions)),
             settings,
             directory,
             access,
@@ -693,11 +702,19 @@ impl api::read_models_server::ReadModels for ReadModelsService {
             read_model,
             members: request.member_ids,
         };
+        let Ok(open) = self.subscriptions.clone().try_acquire_owned() else {
+            return Err(Status::resource_exhausted(
+                "too many subscriptions are open; try again later",
+            ));
+        };
         let (sender, receiver) = mpsc::channel(64);
-        tokio::spawn(
-            self.clone()
-                .follow_changes(following, request.after_checkpoint, sender),
-        );
+        let follow = self
+            .clone()
+            .follow_changes(following, request.after_checkpoint, sender);
+        tokio::spawn(async move {
+            follow.await;
+            drop(open);
+        });
         Ok(Response::new(ReceiverStream::new(receiver).boxed()))
     }
 
