@@ -1,6 +1,6 @@
-//! The deployment files, checked where docker cannot run: `deploy/compose.yaml` parses, every
-//! reference in it resolves, images are pinned, and every `LEDGER_*` variable it or the
-//! Dockerfile sets is one the binary reads.
+//! The deployment files, checked where docker and a cluster cannot run: `deploy/compose.yaml`
+//! and `deploy/k8s/*.yaml` parse, every reference in them resolves, images are pinned, and every
+//! `LEDGER_*` variable they or the Dockerfile set is one the binary reads.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -165,6 +165,163 @@ fn the_image_runs_the_server_as_a_non_root_user() {
         assert!(
             known.contains(variable),
             "the binary does not read {variable}"
+        );
+    }
+}
+
+/// Every document of `deploy/k8s/*.yaml`, by kind.
+fn kubernetes_manifests() -> BTreeMap<String, Yaml> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/k8s");
+    let mut by_kind = BTreeMap::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        for document in
+            YamlLoader::load_from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        {
+            let kind = document["kind"].as_str().expect("a kind").to_owned();
+            assert!(
+                by_kind.insert(kind.clone(), document).is_none(),
+                "two {kind}s"
+            );
+        }
+    }
+    by_kind
+}
+
+fn string_keys(node: &Yaml) -> BTreeSet<String> {
+    names(Some(node))
+}
+
+#[test]
+fn the_kubernetes_manifests_fit_together_and_set_only_known_variables() {
+    let manifests = kubernetes_manifests();
+    let kinds: Vec<_> = manifests.keys().map(String::as_str).collect();
+    assert_eq!(kinds, ["ConfigMap", "Deployment", "Secret", "Service"]);
+    let (config, deployment, secret, service) = (
+        &manifests["ConfigMap"],
+        &manifests["Deployment"],
+        &manifests["Secret"],
+        &manifests["Service"],
+    );
+    let pod = &deployment["spec"]["template"];
+    let labels = merged(&pod["metadata"]["labels"]);
+    for selector in [
+        &deployment["spec"]["selector"]["matchLabels"],
+        &service["spec"]["selector"],
+    ] {
+        for (key, value) in merged(selector) {
+            assert_eq!(
+                labels.get(&key),
+                Some(&value),
+                "selector {key} matches no pod label"
+            );
+        }
+    }
+
+    let [container] = pod["spec"]["containers"].as_vec().unwrap().as_slice() else {
+        panic!("one container");
+    };
+    let image = container["image"].as_str().unwrap();
+    assert!(
+        image.contains(':') && !image.ends_with(":latest"),
+        "image not pinned: {image}"
+    );
+    let port = &container["ports"][0];
+    assert_eq!(port["containerPort"].as_i64(), Some(50051));
+    assert_eq!(
+        service["spec"]["ports"][0]["targetPort"].as_str(),
+        port["name"].as_str()
+    );
+    for probe in ["readinessProbe", "livenessProbe", "startupProbe"] {
+        assert_eq!(
+            container[probe]["grpc"]["port"].as_i64(),
+            Some(50051),
+            "{probe} is not the gRPC health check"
+        );
+    }
+    for bound in ["requests", "limits"] {
+        for resource in ["cpu", "memory"] {
+            assert!(
+                !container["resources"][bound][resource].is_badvalue(),
+                "no {bound}.{resource}"
+            );
+        }
+    }
+    // The image's user (see the Dockerfile), never root.
+    assert_eq!(
+        pod["spec"]["securityContext"]["runAsNonRoot"].as_bool(),
+        Some(true)
+    );
+    assert_eq!(
+        pod["spec"]["securityContext"]["runAsUser"].as_i64(),
+        Some(10001)
+    );
+    assert!(deploy_file("Dockerfile").contains("--uid 10001"));
+
+    // Variables: from the ConfigMap, and the store URL from the Secret.
+    let config_name = config["metadata"]["name"].as_str().unwrap();
+    let secret_name = secret["metadata"]["name"].as_str().unwrap();
+    assert_eq!(
+        container["envFrom"][0]["configMapRef"]["name"].as_str(),
+        Some(config_name)
+    );
+    let secret_keys = string_keys(&secret["stringData"]);
+    let mut variables = string_keys(&config["data"]);
+    for env in container["env"].as_vec().unwrap() {
+        let reference = &env["valueFrom"]["secretKeyRef"];
+        assert_eq!(reference["name"].as_str(), Some(secret_name));
+        assert!(secret_keys.contains(reference["key"].as_str().unwrap()));
+        variables.insert(env["name"].as_str().unwrap().to_owned());
+    }
+    let known = variables_the_binary_reads();
+    for variable in &variables {
+        assert!(
+            known.contains(variable) || variable == "RUST_LOG",
+            "{variable} is not a variable dialogue-ledger serve reads"
+        );
+    }
+    assert!(variables.contains("LEDGER_STORE_URL"));
+    assert_eq!(
+        config["data"]["LEDGER_LISTEN"].as_str(),
+        Some("0.0.0.0:50051")
+    );
+    let grace: i64 = config["data"]["LEDGER_SHUTDOWN_GRACE_SECS"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        pod["spec"]["terminationGracePeriodSeconds"]
+            .as_i64()
+            .unwrap()
+            > grace
+    );
+
+    // Every mount has its volume; the key files the settings name are in the Secret's volume.
+    let volumes: BTreeMap<_, _> = (pod["spec"]["volumes"].as_vec().unwrap().iter())
+        .map(|v| (v["name"].as_str().unwrap(), v))
+        .collect();
+    let mut mounted = BTreeMap::new();
+    for mount in container["volumeMounts"].as_vec().unwrap() {
+        let name = mount["name"].as_str().unwrap();
+        assert!(volumes.contains_key(name), "no volume {name}");
+        mounted.insert(mount["mountPath"].as_str().unwrap(), volumes[name]);
+    }
+    assert!(mounted.contains_key(config["data"]["LEDGER_DATA_DIR"].as_str().unwrap()));
+    for setting in ["LEDGER_JWT_PUBLIC_KEY", "LEDGER_CHECKPOINT_KEY"] {
+        let path = Path::new(config["data"][setting].as_str().unwrap());
+        let directory = path.parent().unwrap().to_str().unwrap();
+        let file = path.file_name().unwrap().to_str().unwrap();
+        let volume = mounted
+            .get(directory)
+            .unwrap_or_else(|| panic!("{setting}: nothing mounted at {directory}"));
+        assert_eq!(volume["secret"]["secretName"].as_str(), Some(secret_name));
+        let items = volume["secret"]["items"].as_vec().unwrap();
+        assert!(
+            items.iter().any(|i| i["path"].as_str() == Some(file)
+                && secret_keys.contains(i["key"].as_str().unwrap())),
+            "{setting}: {file} is not in the Secret's volume"
         );
     }
 }
