@@ -21,35 +21,37 @@ const PATIENCE: Duration = Duration::from_secs(60);
 /// (a no-op when `cargo test --workspace` has just built it).
 pub fn server_binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        // Test executables live in target/<profile>/deps.
-        let exe = std::env::current_exe().unwrap();
-        let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_owned();
-        let mut build = Command::new(env!("CARGO"));
-        build.args([
-            "build",
-            "--quiet",
-            "-p",
-            "dialogue-ledger",
-            "--bin",
-            "dialogue-ledger",
-        ]);
-        match profile_dir.file_name().and_then(|name| name.to_str()) {
-            Some("debug") => {}
-            Some("release") => {
-                build.arg("--release");
-            }
-            Some(profile) => {
-                build.args(["--profile", profile]);
-            }
-            None => panic!("cannot tell the build profile from {}", exe.display()),
+    BINARY.get_or_init(|| built("dialogue-ledger", "dialogue-ledger"))
+}
+
+/// The load generator's binary of this build profile, built first.
+pub fn load_binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| built("ledger-loadgen", "ledger-load"))
+}
+
+/// Builds `binary` of `package` in this test's build profile; its path.
+fn built(package: &str, binary: &str) -> PathBuf {
+    // Test executables live in target/<profile>/deps.
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_owned();
+    let mut build = Command::new(env!("CARGO"));
+    build.args(["build", "--quiet", "-p", package, "--bin", binary]);
+    match profile_dir.file_name().and_then(|name| name.to_str()) {
+        Some("debug") => {}
+        Some("release") => {
+            build.arg("--release");
         }
-        let status = build
-            .status()
-            .expect("cannot run cargo to build the server");
-        assert!(status.success(), "building the server failed");
-        profile_dir.join("dialogue-ledger")
-    })
+        Some(profile) => {
+            build.args(["--profile", profile]);
+        }
+        None => panic!("cannot tell the build profile from {}", exe.display()),
+    }
+    let status = build
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run cargo to build {binary}: {e}"));
+    assert!(status.success(), "building {binary} failed");
+    profile_dir.join(binary)
 }
 
 /// A running server process. Killed when dropped, unless stopped before.

@@ -1,0 +1,108 @@
+//! `ledger-load`: drives a dialogue ledger server over gRPC with a realistic command mix from C
+//! concurrent clients for D seconds, with queries, a subscription and projection-status samples
+//! running at the same time, and prints commands/s, latency per command type, errors by code,
+//! projection lag and the server's peak memory (optionally as JSON).
+//!
+//! `ledger-load pg-baseline` runs the comparison: a plain PostgreSQL table, one INSERT per event
+//! with a version check, at the same concurrency.
+
+mod baseline;
+mod mix;
+mod report;
+mod server;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "ledger-load", about = "Load generator for the dialogue ledger")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunOptions,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// A plain PostgreSQL table, one INSERT per event with a version check, for comparison.
+    PgBaseline {
+        /// postgres://user@host/db
+        #[arg(long, env = "LEDGER_LOAD_PG_URL")]
+        url: String,
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Bytes of payload per event.
+        #[arg(long, default_value_t = 256)]
+        payload: usize,
+        /// Writes the figures as JSON here too.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct RunOptions {
+    /// A running server (`http://127.0.0.1:50051`); without it a fresh server is started on an
+    /// embedded store in a temporary directory, and its peak memory reported.
+    #[arg(long)]
+    target: Option<String>,
+    /// The running server's data directory, whose quick-start key signs the clients' tokens
+    /// (with --target).
+    #[arg(long, requires = "target")]
+    data_dir: Option<PathBuf>,
+    /// The server binary to start (default: `dialogue-ledger` beside this one).
+    #[arg(long, conflicts_with = "target")]
+    server_binary: Option<PathBuf>,
+    /// Concurrent command clients.
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// How long to drive the load.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Members in the organisation (one manager for every 8).
+    #[arg(long, default_value_t = 512)]
+    members: usize,
+    /// Evaluation-brief queries per second beside the commands (0: none).
+    #[arg(long, default_value_t = 1000)]
+    queries_per_second: u32,
+    /// The tenant; a fresh one per run by default, so runs against one server do not meet.
+    #[arg(long)]
+    tenant: Option<String>,
+    /// Writes the figures as JSON here too.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::PgBaseline {
+            url,
+            clients,
+            seconds,
+            payload,
+            json,
+        }) => {
+            let figures =
+                baseline::run(&url, clients, Duration::from_secs(seconds), payload).await?;
+            report::print_baseline(&figures);
+            if let Some(path) = json {
+                std::fs::write(path, serde_json::to_vec_pretty(&figures)?)?;
+            }
+        }
+        None => {
+            let figures = mix::run(&cli.run).await?;
+            report::print(&figures);
+            if let Some(path) = &cli.run.json {
+                std::fs::write(path, serde_json::to_vec_pretty(&figures)?)?;
+            }
+        }
+    }
+    Ok(())
+}

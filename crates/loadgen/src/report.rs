@@ -1,0 +1,172 @@
+//! What a run measured, as a table on stdout and as JSON.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::RunOptions;
+
+/// Microseconds from 1 µs to a minute, to 3 significant figures.
+pub(crate) fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Latency {
+    pub(crate) count: u64,
+    pub(crate) p50_ms: f64,
+    pub(crate) p99_ms: f64,
+    pub(crate) p999_ms: f64,
+    pub(crate) max_ms: f64,
+}
+
+impl Latency {
+    pub(crate) fn of(histogram: &Histogram<u64>) -> Self {
+        let ms = |micros: u64| micros as f64 / 1000.0;
+        Self {
+            count: histogram.len(),
+            p50_ms: ms(histogram.value_at_quantile(0.5)),
+            p99_ms: ms(histogram.value_at_quantile(0.99)),
+            p999_ms: ms(histogram.value_at_quantile(0.999)),
+            max_ms: ms(histogram.max()),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct Figures {
+    pub(crate) clients: usize,
+    pub(crate) members: usize,
+    pub(crate) seconds: f64,
+    /// Acknowledged commands.
+    pub(crate) commands: u64,
+    pub(crate) commands_per_second: f64,
+    pub(crate) all_commands: Latency,
+    pub(crate) by_command: BTreeMap<String, Latency>,
+    /// Failures by command and gRPC code.
+    pub(crate) errors: BTreeMap<String, u64>,
+    pub(crate) queries_per_second: f64,
+    pub(crate) queries: Option<Latency>,
+    pub(crate) query_errors: BTreeMap<String, u64>,
+    /// Query ticks skipped because every query slot was taken (the rate was not met).
+    pub(crate) queries_dropped: u64,
+    /// Brief changes the subscription received.
+    pub(crate) subscription_changes: u64,
+    /// The furthest-behind projection's lag, sampled every 250 ms.
+    pub(crate) projection_lag: Latency,
+    pub(crate) server_peak_memory_mib: Option<f64>,
+}
+
+impl Figures {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        options: &RunOptions,
+        elapsed: Duration,
+        commands: &BTreeMap<&'static str, Histogram<u64>>,
+        errors: BTreeMap<String, u64>,
+        queries: Option<&Histogram<u64>>,
+        query_errors: BTreeMap<String, u64>,
+        queries_dropped: u64,
+        subscription_changes: u64,
+        lag: &Histogram<u64>,
+        peak_memory_kib: Option<u64>,
+    ) -> Self {
+        let mut all = crate::report::histogram();
+        for histogram in commands.values() {
+            all.add(histogram).expect("same bounds");
+        }
+        let seconds = elapsed.as_secs_f64();
+        Self {
+            clients: options.clients,
+            members: options.members,
+            seconds,
+            commands: all.len(),
+            commands_per_second: all.len() as f64 / seconds,
+            all_commands: Latency::of(&all),
+            by_command: (commands.iter())
+                .map(|(what, h)| ((*what).to_owned(), Latency::of(h)))
+                .collect(),
+            errors,
+            queries_per_second: queries.map_or(0.0, |q| q.len() as f64 / seconds),
+            queries: queries.map(Latency::of),
+            query_errors,
+            queries_dropped,
+            subscription_changes,
+            projection_lag: Latency::of(lag),
+            server_peak_memory_mib: peak_memory_kib.map(|k| k as f64 / 1024.0),
+        }
+    }
+}
+
+fn row(what: &str, latency: &Latency) {
+    println!(
+        "{what:<22} {:>9} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
+        latency.count, latency.p50_ms, latency.p99_ms, latency.p999_ms, latency.max_ms
+    );
+}
+
+pub(crate) fn print(figures: &Figures) {
+    println!(
+        "{} clients, {} members, {:.1} s: {} commands acknowledged, {:.0} commands/s",
+        figures.clients,
+        figures.members,
+        figures.seconds,
+        figures.commands,
+        figures.commands_per_second
+    );
+    println!(
+        "{:<22} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "latency (ms)", "count", "p50", "p99", "p99.9", "max"
+    );
+    row("all commands", &figures.all_commands);
+    for (what, latency) in &figures.by_command {
+        row(what, latency);
+    }
+    if let Some(queries) = &figures.queries {
+        row("GetEvaluationBrief", queries);
+        println!(
+            "queries: {:.0}/s ({} ticks dropped: every query slot taken)",
+            figures.queries_per_second, figures.queries_dropped
+        );
+    }
+    row("projection lag", &figures.projection_lag);
+    println!(
+        "subscription changes received: {}",
+        figures.subscription_changes
+    );
+    for (what, count) in figures.errors.iter().chain(&figures.query_errors) {
+        println!("errors: {what}: {count}");
+    }
+    if let Some(mib) = figures.server_peak_memory_mib {
+        println!("server peak memory: {mib:.0} MiB");
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct BaselineFigures {
+    pub(crate) clients: usize,
+    pub(crate) seconds: f64,
+    pub(crate) payload_bytes: usize,
+    pub(crate) events: u64,
+    pub(crate) events_per_second: f64,
+    pub(crate) latency: Latency,
+    pub(crate) conflicts: u64,
+}
+
+pub(crate) fn print_baseline(figures: &BaselineFigures) {
+    println!(
+        "PostgreSQL INSERT per event with a version check: {} clients, {:.1} s, {} events, {:.0} events/s ({} conflicts)",
+        figures.clients,
+        figures.seconds,
+        figures.events,
+        figures.events_per_second,
+        figures.conflicts
+    );
+    println!(
+        "{:<22} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "latency (ms)", "count", "p50", "p99", "p99.9", "max"
+    );
+    row("INSERT", &figures.latency);
+}

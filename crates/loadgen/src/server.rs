@@ -1,0 +1,135 @@
+//! The server under load: one this run starts (on an embedded store in a temporary directory),
+//! or one already running.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use dialogue_ledger::auth::{Claims, DEFAULT_AUDIENCE, DEFAULT_ISSUER, LocalKeys};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::RunOptions;
+
+#[derive(Debug)]
+pub(crate) struct Target {
+    pub(crate) endpoint: String,
+    keys: LocalKeys,
+    child: Option<Child>,
+    _data_dir: Option<tempfile::TempDir>,
+}
+
+impl Target {
+    pub(crate) async fn open(options: &RunOptions) -> anyhow::Result<Self> {
+        if let Some(endpoint) = &options.target {
+            let data_dir = options
+                .data_dir
+                .clone()
+                .context("--target needs --data-dir: the server's quick-start key signs tokens")?;
+            return Ok(Self {
+                endpoint: endpoint.clone(),
+                keys: LocalKeys::new(&data_dir),
+                child: None,
+                _data_dir: None,
+            });
+        }
+        let binary = match &options.server_binary {
+            Some(binary) => binary.clone(),
+            None => beside_this_binary("dialogue-ledger")?,
+        };
+        let data_dir = tempfile::tempdir()?;
+        let port = free_port()?;
+        let child = Command::new(&binary)
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .arg("--data-dir")
+            .arg(data_dir.path())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .with_context(|| format!("cannot start {}", binary.display()))?;
+        let target = Self {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            keys: LocalKeys::new(data_dir.path()),
+            child: Some(child),
+            _data_dir: Some(data_dir),
+        };
+        target.wait_until_listening().await?;
+        Ok(target)
+    }
+
+    async fn wait_until_listening(&self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Endpoint::from_shared(self.endpoint.clone())?
+            .connect()
+            .await
+            .is_err()
+        {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the server did not start listening"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn channel(&self) -> anyhow::Result<Channel> {
+        Ok(Endpoint::from_shared(self.endpoint.clone())?
+            .connect()
+            .await?)
+    }
+
+    /// A token for `subject` in `tenant` with `roles`, valid for a day.
+    pub(crate) fn token(
+        &self,
+        tenant: &str,
+        subject: &str,
+        roles: &[&str],
+    ) -> anyhow::Result<String> {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+        self.keys.issue(&Claims {
+            iss: DEFAULT_ISSUER.into(),
+            aud: DEFAULT_AUDIENCE.into(),
+            sub: subject.into(),
+            tenant: tenant.into(),
+            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+            iat: now,
+            exp: now + 86_400,
+        })
+    }
+
+    /// The started server's peak resident memory (VmHWM), in KiB.
+    pub(crate) fn peak_memory_kib(&self) -> Option<u64> {
+        let pid = self.child.as_ref()?.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn beside_this_binary(name: &str) -> anyhow::Result<PathBuf> {
+    let this = std::env::current_exe()?;
+    let dir = this.parent().map(Path::to_owned).unwrap_or_default();
+    let path = dir.join(name);
+    anyhow::ensure!(
+        path.exists(),
+        "{} not found: build it (cargo build --release -p dialogue-ledger) or pass --server-binary",
+        path.display()
+    );
+    Ok(path)
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}

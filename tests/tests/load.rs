@@ -1,0 +1,38 @@
+//! The load generator against a server it starts: the organisation is set up, every command of
+//! the mix is acknowledged, queries and the subscription get answers, and the JSON report says so.
+
+use std::process::Command;
+
+use ledger_e2e::server::{load_binary, server_binary};
+
+#[test]
+fn the_load_generator_drives_every_command_of_the_mix_without_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("load.json");
+    let output = Command::new(load_binary())
+        .args(["--clients", "2", "--seconds", "2", "--members", "16"])
+        .args(["--queries-per-second", "20"])
+        .arg("--server-binary")
+        .arg(server_binary())
+        .arg("--json")
+        .arg(&report)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    let figures: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(figures["errors"], serde_json::json!({}), "{stdout}\n{stderr}");
+    assert_eq!(figures["query_errors"], serde_json::json!({}), "{stdout}\n{stderr}");
+    let by_command = figures["by_command"].as_object().unwrap();
+    assert_eq!(by_command.len(), 10, "{stdout}");
+    for (command, latency) in by_command {
+        assert!(latency["count"].as_u64().unwrap() > 0, "{command}: {latency}");
+    }
+    assert!(figures["commands_per_second"].as_f64().unwrap() > 0.0);
+    assert!(figures["queries"]["count"].as_u64().unwrap() > 0);
+    assert!(figures["subscription_changes"].as_u64().unwrap() > 0);
+    assert!(figures["server_peak_memory_mib"].as_f64().unwrap() > 0.0);
+    assert!(stdout.contains("commands/s"), "{stdout}");
+}
