@@ -23,12 +23,23 @@ fn the_load_generator_drives_every_command_of_the_mix_without_errors() {
     assert!(output.status.success(), "{stdout}\n{stderr}");
     let figures: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
-    assert_eq!(figures["errors"], serde_json::json!({}), "{stdout}\n{stderr}");
-    assert_eq!(figures["query_errors"], serde_json::json!({}), "{stdout}\n{stderr}");
+    assert_eq!(
+        figures["errors"],
+        serde_json::json!({}),
+        "{stdout}\n{stderr}"
+    );
+    assert_eq!(
+        figures["query_errors"],
+        serde_json::json!({}),
+        "{stdout}\n{stderr}"
+    );
     let by_command = figures["by_command"].as_object().unwrap();
     assert_eq!(by_command.len(), 10, "{stdout}");
     for (command, latency) in by_command {
-        assert!(latency["count"].as_u64().unwrap() > 0, "{command}: {latency}");
+        assert!(
+            latency["count"].as_u64().unwrap() > 0,
+            "{command}: {latency}"
+        );
     }
     assert!(figures["commands_per_second"].as_f64().unwrap() > 0.0);
     assert!(figures["queries"]["count"].as_u64().unwrap() > 0);

@@ -3,7 +3,6 @@
 
 use std::time::{Duration, Instant};
 
-
 use crate::report::{BaselineFigures, Latency};
 
 pub(crate) async fn run(

@@ -44,7 +44,7 @@ impl Recorder {
                 let histogram = self
                     .latencies
                     .entry(what)
-                    .or_insert_with(|| crate::report::histogram());
+                    .or_insert_with(crate::report::histogram);
                 histogram.saturating_record(took.as_micros() as u64);
             }
             Err(status) => {

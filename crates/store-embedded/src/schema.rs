@@ -65,6 +65,8 @@ pub(crate) fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
     connection.pragma_update(None, "cache_size", -16_000)?;
     // Reads through a memory map rather than a syscall per page.
     connection.pragma_update(None, "mmap_size", 1i64 << 30)?;
+    // A statement per query shape and LIMIT (see `reader`).
+    connection.set_prepared_statement_cache_capacity(64);
     Ok(connection)
 }
 
