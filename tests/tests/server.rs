@@ -2,7 +2,7 @@
 //! reflection, and stops cleanly on SIGTERM.
 
 use futures::StreamExt;
-use ledger_e2e::server::ServerProcess;
+use ledger_e2e::server::{ServerProcess, server_binary};
 use ledger_store_embedded::EmbeddedStore;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -181,5 +181,58 @@ async fn a_stream_left_open_delays_shutdown_only_for_the_grace_period() {
     assert!(
         took < std::time::Duration::from_secs(10),
         "shutdown took {took:?}"
+    );
+}
+
+#[test]
+fn config_prints_the_effective_settings_with_their_sources_and_no_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ledger.toml");
+    std::fs::write(
+        &file,
+        "rate-limit = 50\nstore-url = \"postgres://ledger:hunter2@db/ledger\"\nlisten = \"0.0.0.0:1\"\n",
+    )
+    .unwrap();
+    let output = std::process::Command::new(server_binary())
+        .arg("config")
+        .arg("--config")
+        .arg(&file)
+        .args(["--listen", "127.0.0.1:2"])
+        .env("LEDGER_MAX_SUBSCRIPTIONS", "9")
+        .env_remove("LEDGER_RATE_LIMIT")
+        .env_remove("LEDGER_LISTEN")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let printed = String::from_utf8(output.stdout).unwrap();
+    for line in [
+        "rate-limit = 50  # config file",
+        "store-url = \"<redacted>\"  # config file",
+        "listen = \"127.0.0.1:2\"  # flag",
+        "max-subscriptions = 9  # environment (LEDGER_MAX_SUBSCRIPTIONS)",
+        "anonymity-threshold = 5  # default",
+    ] {
+        assert!(
+            printed.lines().any(|l| l == line),
+            "no {line:?} in\n{printed}"
+        );
+    }
+    assert!(!printed.contains("hunter2"), "{printed}");
+
+    // An unknown key stops the server before it starts.
+    std::fs::write(&file, "rate-limits = 50\n").unwrap();
+    let output = std::process::Command::new(server_binary())
+        .args(["serve", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .arg("--config")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("unknown key \"rate-limits\""), "{stderr}");
+    assert!(
+        !dir.path().join("data").exists(),
+        "it touched the data directory"
     );
 }

@@ -9,6 +9,7 @@ pub mod limits;
 pub mod read_models;
 pub mod services;
 pub mod serving;
+pub mod settings;
 pub mod status;
 pub mod store;
 pub mod verify;

@@ -6,10 +6,11 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use dialogue_ledger::auth::{Claims, DEFAULT_AUDIENCE, DEFAULT_ISSUER, LocalKeys};
 use dialogue_ledger::limits::{DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_SUBSCRIPTIONS, Limits};
 use dialogue_ledger::serving::DEFAULT_READY_MAX_LAG_SECS;
+use dialogue_ledger::settings;
 use dialogue_ledger::store::{DEFAULT_STORE_NAMESPACE, StoreOptions};
 use dialogue_ledger::verify::{OfflineOptions, Verdict, VerifyOptions};
 use dialogue_ledger::{
@@ -46,66 +47,10 @@ enum StoreKind {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Runs the gRPC server until SIGINT or SIGTERM.
-    Serve {
-        /// The address to listen on.
-        #[arg(long, env = "LEDGER_LISTEN", default_value = DEFAULT_LISTEN)]
-        listen: SocketAddr,
-        /// The directory of the embedded store, the read models, the audit trees and the quick
-        /// start's token keys.
-        #[arg(long, env = "LEDGER_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
-        data_dir: PathBuf,
-        /// The event store: embedded (in the data directory), postgres or eventstoredb.
-        #[arg(long, env = "LEDGER_STORE", value_enum, default_value_t = StoreKind::Embedded)]
-        store: StoreKind,
-        /// The server's URL: postgres://user:password@host/db, or esdb://host:2113 (for
-        /// postgres and eventstoredb).
-        #[arg(long, env = "LEDGER_STORE_URL", hide_env_values = true)]
-        store_url: Option<String>,
-        /// The PostgreSQL schema, or the EventStoreDB stream prefix, of the event store.
-        #[arg(long, env = "LEDGER_STORE_NAMESPACE", default_value = DEFAULT_STORE_NAMESPACE)]
-        store_namespace: String,
-        /// Seconds to wait for open requests after SIGINT/SIGTERM before stopping anyway.
-        #[arg(long, env = "LEDGER_SHUTDOWN_GRACE_SECS", default_value_t = DEFAULT_SHUTDOWN_GRACE_SECS)]
-        shutdown_grace_secs: u64,
-        /// The Ed25519 public key (PEM) that verifies tokens; without it, the data directory's own
-        /// key pair (created on first start).
-        #[arg(long, env = "LEDGER_JWT_PUBLIC_KEY")]
-        jwt_public_key: Option<PathBuf>,
-        /// The `iss` tokens must carry.
-        #[arg(long, env = "LEDGER_JWT_ISSUER", default_value = DEFAULT_ISSUER)]
-        jwt_issuer: String,
-        /// The `aud` tokens must carry.
-        #[arg(long, env = "LEDGER_JWT_AUDIENCE", default_value = DEFAULT_AUDIENCE)]
-        jwt_audience: String,
-        /// Survey results with fewer respondents are refused, and insight themes standing on
-        /// fewer distinct people withheld (at least 3).
-        #[arg(long, env = "LEDGER_ANONYMITY_THRESHOLD", default_value_t = Policy::DEFAULT_ANONYMITY)]
-        anonymity_threshold: u32,
-        /// Dialogue health flags a manager holding more vertical sessions a month than this.
-        #[arg(long, env = "LEDGER_MANAGER_OVERLOAD_SESSIONS", default_value_t = DEFAULT_MANAGER_OVERLOAD_SESSIONS)]
-        manager_overload_sessions: u32,
-        /// The largest request or response message, in bytes (larger ones are refused with
-        /// OUT_OF_RANGE).
-        #[arg(long, env = "LEDGER_MAX_MESSAGE_BYTES", default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
-        max_message_bytes: usize,
-        /// Read-model subscriptions open at once, across all callers (more are refused with
-        /// RESOURCE_EXHAUSTED).
-        #[arg(long, env = "LEDGER_MAX_SUBSCRIPTIONS", default_value_t = DEFAULT_MAX_SUBSCRIPTIONS)]
-        max_subscriptions: usize,
-        /// Requests per second each caller (tenant and token subject) may make, sustained;
-        /// 0: no limit. Over it, RESOURCE_EXHAUSTED with a RetryInfo.
-        #[arg(long, env = "LEDGER_RATE_LIMIT", default_value_t = 0)]
-        rate_limit: u32,
-        /// Requests a caller may make at once beyond the sustained rate.
-        #[arg(long, env = "LEDGER_RATE_LIMIT_BURST", default_value_t = 100)]
-        rate_limit_burst: u32,
-        /// The health check (readiness) says NOT_SERVING while a projection is further behind
-        /// the log than this many seconds (rebuilding), or the event store does not answer.
-        #[arg(long, env = "LEDGER_READY_MAX_LAG_SECS", default_value_t = DEFAULT_READY_MAX_LAG_SECS)]
-        ready_max_lag_secs: u64,
-        #[command(flatten)]
-        log: LogKey,
-    },
+    Serve(ServeArgs),
+    /// Prints the configuration `serve` would run with (same options, config file and
+    /// environment) and where each value comes from; secrets are redacted.
+    Config(ServeArgs),
     /// Replays a tenant's whole log from a server, recomputes every leaf and the root, checks the
     /// signed checkpoint and consistency with a saved one; exits non-zero on any mismatch.
     Verify {
@@ -167,6 +112,74 @@ enum Command {
 }
 
 /// Which key signs checkpoints, under which name.
+/// The server's options: defaults, then the config file (`--config`), then `LEDGER_*`
+/// environment variables, then flags, each overriding the one before.
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// A TOML file of settings, keyed by these flags' names (`rate-limit = 100`); the
+    /// environment and flags override it.
+    #[arg(long, env = "LEDGER_CONFIG")]
+    config: Option<PathBuf>,
+    /// The address to listen on.
+    #[arg(long, env = "LEDGER_LISTEN", default_value = DEFAULT_LISTEN)]
+    listen: SocketAddr,
+    /// The directory of the embedded store, the read models, the audit trees and the quick
+    /// start's token keys.
+    #[arg(long, env = "LEDGER_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    data_dir: PathBuf,
+    /// The event store: embedded (in the data directory), postgres or eventstoredb.
+    #[arg(long, env = "LEDGER_STORE", value_enum, default_value_t = StoreKind::Embedded)]
+    store: StoreKind,
+    /// The server's URL: postgres://user:password@host/db, or esdb://host:2113 (for
+    /// postgres and eventstoredb).
+    #[arg(long, env = "LEDGER_STORE_URL", hide_env_values = true)]
+    store_url: Option<String>,
+    /// The PostgreSQL schema, or the EventStoreDB stream prefix, of the event store.
+    #[arg(long, env = "LEDGER_STORE_NAMESPACE", default_value = DEFAULT_STORE_NAMESPACE)]
+    store_namespace: String,
+    /// Seconds to wait for open requests after SIGINT/SIGTERM before stopping anyway.
+    #[arg(long, env = "LEDGER_SHUTDOWN_GRACE_SECS", default_value_t = DEFAULT_SHUTDOWN_GRACE_SECS)]
+    shutdown_grace_secs: u64,
+    /// The Ed25519 public key (PEM) that verifies tokens; without it, the data directory's own
+    /// key pair (created on first start).
+    #[arg(long, env = "LEDGER_JWT_PUBLIC_KEY")]
+    jwt_public_key: Option<PathBuf>,
+    /// The `iss` tokens must carry.
+    #[arg(long, env = "LEDGER_JWT_ISSUER", default_value = DEFAULT_ISSUER)]
+    jwt_issuer: String,
+    /// The `aud` tokens must carry.
+    #[arg(long, env = "LEDGER_JWT_AUDIENCE", default_value = DEFAULT_AUDIENCE)]
+    jwt_audience: String,
+    /// Survey results with fewer respondents are refused, and insight themes standing on
+    /// fewer distinct people withheld (at least 3).
+    #[arg(long, env = "LEDGER_ANONYMITY_THRESHOLD", default_value_t = Policy::DEFAULT_ANONYMITY)]
+    anonymity_threshold: u32,
+    /// Dialogue health flags a manager holding more vertical sessions a month than this.
+    #[arg(long, env = "LEDGER_MANAGER_OVERLOAD_SESSIONS", default_value_t = DEFAULT_MANAGER_OVERLOAD_SESSIONS)]
+    manager_overload_sessions: u32,
+    /// The largest request or response message, in bytes (larger ones are refused with
+    /// OUT_OF_RANGE).
+    #[arg(long, env = "LEDGER_MAX_MESSAGE_BYTES", default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
+    max_message_bytes: usize,
+    /// Read-model subscriptions open at once, across all callers (more are refused with
+    /// RESOURCE_EXHAUSTED).
+    #[arg(long, env = "LEDGER_MAX_SUBSCRIPTIONS", default_value_t = DEFAULT_MAX_SUBSCRIPTIONS)]
+    max_subscriptions: usize,
+    /// Requests per second each caller (tenant and token subject) may make, sustained;
+    /// 0: no limit. Over it, RESOURCE_EXHAUSTED with a RetryInfo.
+    #[arg(long, env = "LEDGER_RATE_LIMIT", default_value_t = 0)]
+    rate_limit: u32,
+    /// Requests a caller may make at once beyond the sustained rate.
+    #[arg(long, env = "LEDGER_RATE_LIMIT_BURST", default_value_t = 100)]
+    rate_limit_burst: u32,
+    /// The health check (readiness) says NOT_SERVING while a projection is further behind
+    /// the log than this many seconds (rebuilding), or the event store does not answer.
+    #[arg(long, env = "LEDGER_READY_MAX_LAG_SECS", default_value_t = DEFAULT_READY_MAX_LAG_SECS)]
+    ready_max_lag_secs: u64,
+    #[command(flatten)]
+    log: LogKey,
+}
+
 #[derive(Debug, clap::Args)]
 struct LogKey {
     /// The checkpoint signing key (Ed25519, PKCS#8 PEM); without it, the data directory's own
@@ -189,8 +202,24 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    match Cli::parse().command {
-        Command::Serve {
+    let interface = Cli::command();
+    let layered = settings::layer(std::env::args_os().collect(), &interface, |name| {
+        std::env::var(name).ok()
+    })?;
+    let matches = interface.clone().get_matches_from(&layered.args);
+    let cli = Cli::from_arg_matches(&matches)?;
+    match cli.command {
+        Command::Config(_) => {
+            let subcommand = interface.find_subcommand("config").expect("defined");
+            let config = matches.subcommand_matches("config").expect("parsed");
+            print!(
+                "{}",
+                settings::describe(subcommand, config, &layered.from_file)
+            );
+            Ok(())
+        }
+        Command::Serve(ServeArgs {
+            config: _,
             listen,
             data_dir,
             store,
@@ -208,7 +237,7 @@ async fn main() -> anyhow::Result<()> {
             rate_limit_burst,
             ready_max_lag_secs,
             log,
-        } => {
+        }) => {
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
