@@ -236,3 +236,64 @@ fn config_prints_the_effective_settings_with_their_sources_and_no_secret() {
         "it touched the data directory"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_reports_the_head_and_each_projection_as_json() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(data_dir.path());
+    let token = server.token("acme", "hr-sync", &["service"]);
+    let mut org =
+        ledger_proto::v1::org_directory_client::OrgDirectoryClient::new(server.channel().await);
+    let mut define = tonic::Request::new(ledger_proto::v1::DefineOrgUnitRequest {
+        command_id: "u".into(),
+        org_unit_id: "sales".into(),
+        name: "Sales".into(),
+        ..Default::default()
+    });
+    let bearer = format!("Bearer {token}").parse().unwrap();
+    define.metadata_mut().insert("authorization", bearer);
+    org.define_org_unit(define).await.unwrap();
+
+    let status = |token: &str| {
+        std::process::Command::new(server_binary())
+            .args([
+                "status",
+                "--json",
+                "--server",
+                &server.endpoint(),
+                "--token",
+                token,
+            ])
+            .output()
+            .unwrap()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let output = status(&token);
+        assert!(output.status.success(), "{output:?}");
+        let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        let head = report["head"].as_u64().unwrap();
+        assert!(head >= 1, "{report}");
+        let projections = report["projections"].as_array().unwrap();
+        assert_eq!(projections.len(), 4, "{report}");
+        if projections
+            .iter()
+            .all(|p| p["position"].as_u64() == Some(head))
+        {
+            assert!(
+                projections
+                    .iter()
+                    .all(|p| p["lag_events"] == 0 && p["running_here"] == true)
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never caught up: {report}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let refused = status("not-a-token");
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("Unauthenticated"));
+}

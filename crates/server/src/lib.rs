@@ -6,6 +6,7 @@ pub mod auth;
 pub mod commands;
 pub mod ledger;
 pub mod limits;
+pub mod operator;
 pub mod read_models;
 pub mod services;
 pub mod serving;

@@ -10,13 +10,13 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use dialogue_ledger::auth::{Claims, DEFAULT_AUDIENCE, DEFAULT_ISSUER, LocalKeys};
 use dialogue_ledger::limits::{DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_SUBSCRIPTIONS, Limits};
 use dialogue_ledger::serving::DEFAULT_READY_MAX_LAG_SECS;
-use dialogue_ledger::settings;
 use dialogue_ledger::store::{DEFAULT_STORE_NAMESPACE, StoreOptions};
 use dialogue_ledger::verify::{OfflineOptions, Verdict, VerifyOptions};
 use dialogue_ledger::{
     AuthOptions, DEFAULT_DATA_DIR, DEFAULT_LISTEN, DEFAULT_LOG_ORIGIN,
     DEFAULT_MANAGER_OVERLOAD_SESSIONS, DEFAULT_SHUTDOWN_GRACE_SECS, ServeOptions,
 };
+use dialogue_ledger::{operator, settings};
 use ledger_domain::{Policy, Role, TenantId};
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -51,6 +51,17 @@ enum Command {
     /// Prints the configuration `serve` would run with (same options, config file and
     /// environment) and where each value comes from; secrets are redacted.
     Config(ServeArgs),
+    /// Where a running server's log and projections stand (lag in events and seconds).
+    Status {
+        #[arg(long, default_value = "http://127.0.0.1:50051")]
+        server: String,
+        /// A bearer token of the server's (any role).
+        #[arg(long, env = "LEDGER_TOKEN")]
+        token: String,
+        /// Prints JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Replays a tenant's whole log from a server, recomputes every leaf and the root, checks the
     /// signed checkpoint and consistency with a saved one; exits non-zero on any mismatch.
     Verify {
@@ -276,6 +287,19 @@ async fn main() -> anyhow::Result<()> {
                 ready_max_lag: Duration::from_secs(ready_max_lag_secs),
             };
             dialogue_ledger::serve(listener, options, shutdown).await
+        }
+        Command::Status {
+            server,
+            token,
+            json,
+        } => {
+            let status = operator::status(&server, &token).await?;
+            if json {
+                println!("{}", operator::as_json(&status));
+            } else {
+                print!("{}", operator::as_table(&status));
+            }
+            Ok(())
         }
         Command::Verify {
             server,

@@ -1,0 +1,73 @@
+//! The operator's `status` command: where a running server's log and projections stand, as a
+//! table for people or as JSON for scripts.
+
+use anyhow::Context;
+use ledger_proto::v1 as api;
+use ledger_proto::v1::read_models_client::ReadModelsClient;
+use serde_json::json;
+use tonic::transport::Endpoint;
+
+/// Asks `server` (with a bearer `token`) where its log and projections stand.
+pub async fn status(server: &str, token: &str) -> anyhow::Result<api::GetProjectionStatusResponse> {
+    let channel = Endpoint::from_shared(server.to_owned())?
+        .connect()
+        .await
+        .with_context(|| format!("cannot connect to {server}"))?;
+    let mut request = tonic::Request::new(api::GetProjectionStatusRequest {});
+    let bearer = format!("Bearer {token}")
+        .parse()
+        .context("malformed token")?;
+    request.metadata_mut().insert("authorization", bearer);
+    let response = ReadModelsClient::new(channel)
+        .get_projection_status(request)
+        .await
+        .map_err(|status| {
+            anyhow::anyhow!(
+                "{server} answered {:?}: {}",
+                status.code(),
+                status.message()
+            )
+        })?;
+    Ok(response.into_inner())
+}
+
+fn commit(position: Option<&api::Position>) -> Option<u64> {
+    position.map(|p| p.commit)
+}
+
+pub fn as_json(status: &api::GetProjectionStatusResponse) -> serde_json::Value {
+    let projections: Vec<_> = (status.projections.iter())
+        .map(|p| {
+            json!({
+                "projection": p.projection,
+                "position": commit(p.position.as_ref()),
+                "lag_events": p.lag_events,
+                "lag_seconds": p.lag_seconds,
+                "caught_up": p.caught_up,
+                "running_here": p.running_here,
+            })
+        })
+        .collect();
+    json!({ "head": commit(status.head.as_ref()), "projections": projections })
+}
+
+pub fn as_table(status: &api::GetProjectionStatusResponse) -> String {
+    let shown = |position: Option<u64>| position.map_or("-".to_owned(), |p| p.to_string());
+    let mut out = format!("log head: {}\n", shown(commit(status.head.as_ref())));
+    out.push_str(&format!(
+        "{:<22} {:>12} {:>10} {:>10} {:>10} {:>8}\n",
+        "projection", "position", "lag", "lag (s)", "caught up", "here"
+    ));
+    for p in &status.projections {
+        out.push_str(&format!(
+            "{:<22} {:>12} {:>10} {:>10.1} {:>10} {:>8}\n",
+            p.projection,
+            shown(commit(p.position.as_ref())),
+            p.lag_events,
+            p.lag_seconds,
+            if p.caught_up { "yes" } else { "no" },
+            if p.running_here { "yes" } else { "standby" },
+        ));
+    }
+    out
+}
