@@ -435,6 +435,8 @@ impl api::ledger_server::Ledger for LedgerService {
                 "must be below tree_size",
             ));
         }
+        // A tree size the caller saw acknowledged is one the trees will hold.
+        self.caught_up().await?;
         let (leaf, proof) = self
             .trees
             .inclusion_proof(principal.tenant.as_str(), leaf_index, tree_size)
@@ -460,6 +462,7 @@ impl api::ledger_server::Ledger for LedgerService {
                 "must be at least 1 and at most new_size",
             ));
         }
+        self.caught_up().await?;
         let proof = self
             .trees
             .consistency_proof(principal.tenant.as_str(), old_size, new_size)
