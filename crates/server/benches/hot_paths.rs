@@ -1,0 +1,102 @@
+//! Micro-benchmarks of the parts every command or audit touches: event encoding and decoding,
+//! Merkle leaf hashing and tree growth, inclusion proofs, and token verification (first sight and
+//! remembered).
+//!
+//! `cargo bench -p dialogue-ledger --bench hot_paths`
+
+use std::hint::black_box;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use dialogue_ledger::auth::{Authenticator, Claims, DEFAULT_AUDIENCE, DEFAULT_ISSUER, LocalKeys};
+use ledger_audit::{Frontier, MemoryTree, inclusion_proof, leaf_hash};
+use ledger_domain::{Event, pb, to_timestamp};
+use tonic::Request;
+
+/// Runs `work` `n` times and prints its cost per run.
+fn measure(name: &str, n: u64, mut work: impl FnMut(u64)) {
+    let started = Instant::now();
+    for i in 0..n {
+        work(i);
+    }
+    let took = started.elapsed();
+    println!(
+        "{name:<40} {:>10.0} ns/op {:>12.0} ops/s",
+        took.as_nanos() as f64 / n as f64,
+        n as f64 / took.as_secs_f64()
+    );
+}
+
+fn main() {
+    let event: Event = pb::SessionScheduled {
+        session_id: "s-0123456789".into(),
+        member_id: "m-42".into(),
+        partner_id: "g-5".into(),
+        relationship: pb::Relationship::Horizontal.into(),
+        purposes: vec![pb::Purpose::Growth.into()],
+        topic: "how the quarter went".into(),
+        scheduled_at: Some(to_timestamp(1_796_119_200_000_000)),
+        ..Default::default()
+    }
+    .into();
+    let encoded = event.encode();
+    measure("event encode", 1_000_000, |_| {
+        black_box(black_box(&event).encode());
+    });
+    measure("event decode", 1_000_000, |_| {
+        black_box(Event::decode(event.type_name(), black_box(&encoded)).unwrap());
+    });
+
+    measure("leaf hash (256 bytes)", 1_000_000, |i| {
+        let mut data = [0u8; 256];
+        data[..8].copy_from_slice(&i.to_le_bytes());
+        black_box(leaf_hash(&data));
+    });
+    let mut frontier = Frontier::default();
+    measure("frontier append", 1_000_000, |i| {
+        black_box(frontier.push(leaf_hash(&i.to_le_bytes())));
+    });
+    let tree = MemoryTree::new((0..4096u64).map(|i| leaf_hash(&i.to_le_bytes())).collect());
+    measure("inclusion proof (4,096 leaves, in memory)", 1_000, |i| {
+        black_box(inclusion_proof(&tree, i % 4096, 4096).unwrap());
+    });
+
+    let dir = tempfile::tempdir().unwrap();
+    let keys = LocalKeys::new(dir.path());
+    let authenticator =
+        Authenticator::new(&keys.ensure().unwrap(), DEFAULT_ISSUER, DEFAULT_AUDIENCE).unwrap();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let tokens: Vec<String> = (0..2_000)
+        .map(|i| {
+            let claims = Claims {
+                iss: DEFAULT_ISSUER.into(),
+                aud: DEFAULT_AUDIENCE.into(),
+                sub: format!("member-{i}"),
+                tenant: "acme".into(),
+                roles: vec!["member".into()],
+                iat: now,
+                exp: now + 3600,
+            };
+            keys.issue(&claims).unwrap()
+        })
+        .collect();
+    let request = |token: &str| {
+        let mut request = Request::new(());
+        let bearer = format!("Bearer {token}").parse().unwrap();
+        request.metadata_mut().insert("authorization", bearer);
+        request
+    };
+    let requests: Vec<_> = tokens.iter().map(|t| request(t)).collect();
+    measure("token verification (first sight)", 2_000, |i| {
+        black_box(authenticator.authenticate(&requests[i as usize]).unwrap());
+    });
+    measure("token verification (remembered)", 1_000_000, |i| {
+        black_box(
+            authenticator
+                .authenticate(&requests[(i % 2_000) as usize])
+                .unwrap(),
+        );
+    });
+}
