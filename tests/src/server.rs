@@ -54,6 +54,15 @@ fn built(package: &str, binary: &str) -> PathBuf {
     profile_dir.join(binary)
 }
 
+/// `message` with the bearer `token` the server's RPCs need.
+pub fn authed<T>(token: &str, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+}
+
 /// A running server process. Killed when dropped, unless stopped before.
 #[derive(Debug)]
 pub struct ServerProcess {

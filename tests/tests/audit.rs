@@ -7,13 +7,13 @@ use std::process::Command;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use ledger_e2e::server::{ServerProcess, server_binary};
+use ledger_e2e::server::{ServerProcess, authed, server_binary};
 use ledger_proto::v1 as api;
 use ledger_proto::v1::ledger_client::LedgerClient;
 use ledger_proto::v1::org_directory_client::OrgDirectoryClient;
 use sha2::{Digest, Sha256};
+use tonic::Code;
 use tonic::transport::Channel;
-use tonic::{Code, Request};
 
 /// RFC 9162 section 2.1, from the text, for checking the server from outside.
 mod rfc9162 {
@@ -146,14 +146,6 @@ fn leaf_of(event: &api::LedgerEvent) -> rfc9162::Hash {
         leaf.extend_from_slice(field);
     }
     rfc9162::leaf_hash(&leaf)
-}
-
-fn authed<T>(token: &str, message: T) -> Request<T> {
-    let mut request = Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    request
 }
 
 /// Appends `n` events (org units `{prefix}-0`...) as the HR system.

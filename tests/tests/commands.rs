@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dialogue_ledger::auth::{Claims, DEFAULT_AUDIENCE, DEFAULT_ISSUER, LocalKeys};
 use ledger_domain::{Event, pb};
-use ledger_e2e::server::ServerProcess;
+use ledger_e2e::server::{ServerProcess, authed};
 use ledger_proto::v1 as api;
 use ledger_proto::v1::goals_client::GoalsClient;
 use ledger_proto::v1::insights_client::InsightsClient;
@@ -32,14 +32,6 @@ fn at(seconds: i64) -> Option<prost_types::Timestamp> {
 
 fn command_id() -> String {
     Uuid::new_v4().to_string()
-}
-
-fn authed<T>(token: &str, message: T) -> Request<T> {
-    let mut request = Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    request
 }
 
 /// The clients and tokens of the story, and a count of the events its accepted commands wrote.

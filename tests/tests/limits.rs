@@ -5,20 +5,12 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use ledger_e2e::server::ServerProcess;
+use ledger_e2e::server::{ServerProcess, authed};
 use ledger_proto::v1 as api;
 use ledger_proto::v1::org_directory_client::OrgDirectoryClient;
 use ledger_proto::v1::read_models_client::ReadModelsClient;
-use tonic::{Code, Request};
+use tonic::Code;
 use tonic_types::StatusExt;
-
-fn authed<T>(token: &str, message: T) -> Request<T> {
-    let mut request = Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    request
-}
 
 async fn head(read_models: &mut ReadModelsClient<tonic::transport::Channel>, token: &str) -> u64 {
     let status = read_models

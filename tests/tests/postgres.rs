@@ -2,22 +2,13 @@
 //! afresh (a new data directory, as another replica would be) rebuilds the same read models from
 //! it. Runs when `LEDGER_TEST_PG_URL` is set; otherwise says it was skipped.
 
-use ledger_e2e::server::ServerProcess;
+use ledger_e2e::server::{ServerProcess, authed};
 use ledger_projections::periods_of;
 use ledger_proto::v1 as api;
 use ledger_proto::v1::goals_client::GoalsClient;
 use ledger_proto::v1::org_directory_client::OrgDirectoryClient;
 use ledger_proto::v1::read_models_client::ReadModelsClient;
 use ledger_store_postgres::testing::{TestSchema, database_url};
-use tonic::Request;
-
-fn authed<T>(token: &str, message: T) -> Request<T> {
-    let mut request = Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    request
-}
 
 fn start(data_dir: &std::path::Path, url: &str, schema: &str) -> ServerProcess {
     let args = ["--store", "postgres", "--store-namespace", schema];

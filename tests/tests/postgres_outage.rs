@@ -9,13 +9,13 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ledger_e2e::server::ServerProcess;
+use ledger_e2e::server::{ServerProcess, authed};
 use ledger_proto::v1 as api;
 use ledger_proto::v1::org_directory_client::OrgDirectoryClient;
 use ledger_store::{EventStore, StreamName};
 use ledger_store_postgres::PostgresStore;
 use ledger_store_postgres::testing::{TestSchema, database_url};
-use tonic::{Code, Request};
+use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 
 /// A command's deadline; no command may take much longer, PostgreSQL or not.
@@ -83,13 +83,8 @@ async fn commands_fail_fast_while_postgres_is_down_and_recover_after() {
         name: "Sales".into(),
         ..Default::default()
     };
-    let mut request = Request::new(unit);
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {service}").parse().unwrap(),
-    );
     OrgDirectoryClient::new(channel.clone())
-        .define_org_unit(request)
+        .define_org_unit(authed(&service, unit))
         .await
         .unwrap();
 
@@ -105,18 +100,17 @@ async fn commands_fail_fast_while_postgres_is_down_and_recover_after() {
             while running.load(std::sync::atomic::Ordering::Relaxed) {
                 n += 1;
                 let person = format!("p-{worker}-{n}");
-                let mut request = Request::new(api::RegisterPersonRequest {
-                    command_id: format!("reg-{person}"),
-                    person_id: person.clone(),
-                    display_name: person.clone(),
-                    org_unit_id: "sales".into(),
-                    ..Default::default()
-                });
-                request.set_timeout(DEADLINE);
-                request.metadata_mut().insert(
-                    "authorization",
-                    format!("Bearer {service}").parse().unwrap(),
+                let mut request = authed(
+                    &service,
+                    api::RegisterPersonRequest {
+                        command_id: format!("reg-{person}"),
+                        person_id: person.clone(),
+                        display_name: person.clone(),
+                        org_unit_id: "sales".into(),
+                        ..Default::default()
+                    },
                 );
+                request.set_timeout(DEADLINE);
                 let started = Instant::now();
                 let result = org.register_person(request).await;
                 let took = started.elapsed();

@@ -4,7 +4,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ledger_domain::pb;
-use ledger_e2e::server::ServerProcess;
+use ledger_e2e::server::{ServerProcess, authed};
 use ledger_projections::periods_of;
 use ledger_proto::v1 as api;
 use ledger_proto::v1::goals_client::GoalsClient;
@@ -13,15 +13,7 @@ use ledger_proto::v1::ledger_client::LedgerClient;
 use ledger_proto::v1::org_directory_client::OrgDirectoryClient;
 use ledger_proto::v1::read_models_client::ReadModelsClient;
 use ledger_proto::v1::sessions_client::SessionsClient;
-use tonic::{Code, Request};
-
-fn authed<T>(token: &str, message: T) -> Request<T> {
-    let mut request = Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    request
-}
+use tonic::Code;
 
 fn now() -> prost_types::Timestamp {
     let seconds = SystemTime::now()

@@ -2,7 +2,7 @@
 //! reflection, and stops cleanly on SIGTERM.
 
 use futures::StreamExt;
-use ledger_e2e::server::{ServerProcess, server_binary};
+use ledger_e2e::server::{ServerProcess, authed, server_binary};
 use ledger_store_embedded::EmbeddedStore;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -244,15 +244,13 @@ async fn status_reports_the_head_and_each_projection_as_json() {
     let token = server.token("acme", "hr-sync", &["service"]);
     let mut org =
         ledger_proto::v1::org_directory_client::OrgDirectoryClient::new(server.channel().await);
-    let mut define = tonic::Request::new(ledger_proto::v1::DefineOrgUnitRequest {
+    let define = ledger_proto::v1::DefineOrgUnitRequest {
         command_id: "u".into(),
         org_unit_id: "sales".into(),
         name: "Sales".into(),
         ..Default::default()
-    });
-    let bearer = format!("Bearer {token}").parse().unwrap();
-    define.metadata_mut().insert("authorization", bearer);
-    org.define_org_unit(define).await.unwrap();
+    };
+    org.define_org_unit(authed(&token, define)).await.unwrap();
 
     let status = |token: &str| {
         std::process::Command::new(server_binary())
