@@ -139,7 +139,8 @@ pub fn load_or_create_signing_key(path: &Path) -> anyhow::Result<SigningKey> {
         .with_context(|| format!("{} is not an Ed25519 PKCS#8 PEM key", path.display()))
 }
 
-/// Verifies bearer tokens; as a tonic interceptor it puts the [`Principal`] into the request.
+/// Verifies bearer tokens (the server's [`Gate`](crate::limits::Gate) puts the [`Principal`]
+/// into each request).
 #[derive(Clone)]
 pub struct Authenticator {
     key: Arc<DecodingKey>,
@@ -243,14 +244,6 @@ fn describe(kind: &ErrorKind) -> &'static str {
         ErrorKind::MissingRequiredClaim(_) => "a required claim is missing",
         ErrorKind::ImmatureSignature => "not valid yet",
         _ => "malformed",
-    }
-}
-
-impl tonic::service::Interceptor for Authenticator {
-    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        let principal = self.authenticate(&request)?;
-        request.extensions_mut().insert(principal);
-        Ok(request)
     }
 }
 

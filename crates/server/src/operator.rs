@@ -7,19 +7,16 @@ use ledger_proto::v1::read_models_client::ReadModelsClient;
 use serde_json::json;
 use tonic::transport::Endpoint;
 
+use crate::verify::Bearer;
+
 /// Asks `server` (with a bearer `token`) where its log and projections stand.
 pub async fn status(server: &str, token: &str) -> anyhow::Result<api::GetProjectionStatusResponse> {
     let channel = Endpoint::from_shared(server.to_owned())?
         .connect()
         .await
         .with_context(|| format!("cannot connect to {server}"))?;
-    let mut request = tonic::Request::new(api::GetProjectionStatusRequest {});
-    let bearer = format!("Bearer {token}")
-        .parse()
-        .context("malformed token")?;
-    request.metadata_mut().insert("authorization", bearer);
-    let response = ReadModelsClient::new(channel)
-        .get_projection_status(request)
+    let response = ReadModelsClient::with_interceptor(channel, Bearer::new(token)?)
+        .get_projection_status(api::GetProjectionStatusRequest {})
         .await
         .map_err(|status| {
             anyhow::anyhow!(

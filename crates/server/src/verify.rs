@@ -86,7 +86,17 @@ type Client = LedgerClient<InterceptedService<Channel, Bearer>>;
 
 /// Adds the bearer token to every request.
 #[derive(Debug, Clone)]
-struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+pub(crate) struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+
+impl Bearer {
+    pub(crate) fn new(token: &str) -> anyhow::Result<Self> {
+        Ok(Self(
+            format!("Bearer {token}")
+                .parse()
+                .context("malformed token")?,
+        ))
+    }
+}
 
 impl tonic::service::Interceptor for Bearer {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
@@ -108,11 +118,7 @@ fn failed(reason: impl Into<String>, first_bad_leaf: Option<u64>) -> Verdict {
 /// unreachable, the key is malformed); a failed check is `Ok(Verdict::Failed)`.
 pub async fn verify(options: &VerifyOptions) -> anyhow::Result<Verdict> {
     let verifier = NoteVerifier::parse(&options.key).context("malformed verifier key")?;
-    let bearer = Bearer(
-        format!("Bearer {}", options.token)
-            .parse()
-            .context("malformed token")?,
-    );
+    let bearer = Bearer::new(&options.token)?;
     let channel = Endpoint::from_shared(options.server.clone())?
         .connect()
         .await
