@@ -82,6 +82,39 @@ impl ReadModelRunners {
     }
 }
 
+/// How far a projection is behind the log.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Lag {
+    /// Events after its position, counted up to a limit.
+    pub(crate) events: u64,
+    /// How long ago the oldest of them was recorded (0 when caught up).
+    pub(crate) seconds: f64,
+}
+
+/// How far `position` is behind `head`, counting at most `count_up_to` events.
+pub(crate) async fn lag(
+    store: &dyn EventStore,
+    position: Option<Position>,
+    head: Option<Position>,
+    count_up_to: usize,
+) -> Result<Lag, ledger_store::Error> {
+    if position >= head {
+        return Ok(Lag {
+            events: 0,
+            seconds: 0.0,
+        });
+    }
+    let behind = (store.read_all(AllRead::Forward { after: position }, count_up_to)).await?;
+    let now = ledger_store::Timestamp::now().as_micros();
+    let seconds = behind.first().map_or(0.0, |oldest| {
+        (now - oldest.recorded_at.as_micros()).max(0) as f64 / 1e6
+    });
+    Ok(Lag {
+        events: behind.len() as u64,
+        seconds,
+    })
+}
+
 /// Settings the queries depend on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReadModelSettings {
@@ -635,31 +668,17 @@ impl api::read_models_server::ReadModels for ReadModelsService {
             .head()
             .await
             .map_err(|e| status::from_store(e, "reading the log head"))?;
-        let now = ledger_store::Timestamp::now().as_micros();
         let mut projections = Vec::new();
         for (name, runner) in self.runners.named() {
             let status = *runner.status().borrow();
-            let behind = if status.position == head {
-                Vec::new()
-            } else {
-                self.store
-                    .read_all(
-                        AllRead::Forward {
-                            after: status.position,
-                        },
-                        LAG_COUNT_LIMIT,
-                    )
-                    .await
-                    .map_err(|e| status::from_store(e, "reading the log"))?
-            };
-            let lag_seconds = behind.first().map_or(0.0, |oldest| {
-                (now - oldest.recorded_at.as_micros()).max(0) as f64 / 1e6
-            });
+            let lag = lag(self.store.as_ref(), status.position, head, LAG_COUNT_LIMIT)
+                .await
+                .map_err(|e| status::from_store(e, "reading the log"))?;
             projections.push(api::ProjectionState {
                 projection: name.to_owned(),
                 position: position(status.position),
-                lag_events: behind.len() as u64,
-                lag_seconds,
+                lag_events: lag.events,
+                lag_seconds: lag.seconds,
                 caught_up: status.caught_up,
                 running_here: status.running_here,
             });

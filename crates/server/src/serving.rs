@@ -7,11 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ledger_projections::ProjectionRunner;
-use ledger_store::{AllRead, EventStore, Timestamp};
+use ledger_store::EventStore;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::SERVICES;
+use crate::read_models::lag;
 
 /// How often readiness is checked.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
@@ -62,23 +63,13 @@ async fn why_not_ready(
         Ok(Ok(head)) => head,
         _ => return Some("the event store does not answer"),
     };
-    let now = Timestamp::now().as_micros();
     for runner in runners {
         let position = runner.status().borrow().position;
-        if position >= head {
-            continue;
-        }
-        // The age of the oldest event the projection has yet to fold.
-        let oldest = store
-            .read_all(AllRead::Forward { after: position }, 1)
-            .await;
-        let Ok(oldest) = oldest else {
+        // Only the age of the oldest event not yet folded matters: count one.
+        let Ok(lag) = lag(store, position, head, 1).await else {
             return Some("the event store does not answer");
         };
-        let lag = oldest
-            .first()
-            .map_or(0, |e| now - e.recorded_at.as_micros());
-        if lag > max_lag.as_micros() as i64 {
+        if lag.seconds > max_lag.as_secs_f64() {
             return Some("a projection is further behind the log than the ready lag");
         }
     }
