@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
 use hdrhistogram::Histogram;
+use ledger_projections::periods_of;
 use ledger_proto::events as pb;
 use ledger_proto::v1 as api;
 use ledger_proto::v1::goals_client::GoalsClient;
@@ -93,21 +94,8 @@ fn now() -> prost_types::Timestamp {
 
 /// The current calendar year (a brief period that every session of this run falls in).
 fn this_year() -> String {
-    let mut days = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs()
-        / 86_400;
-    let mut year = 1970;
-    loop {
-        let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
-        let length = if leap { 366 } else { 365 };
-        if days < length {
-            return year.to_string();
-        }
-        days -= length;
-        year += 1;
-    }
+    let [year, ..] = periods_of(ledger_store::Timestamp::now().as_micros());
+    year
 }
 
 /// The organisation: `members` people, a manager for every [`TEAM`] of them.
