@@ -201,7 +201,13 @@ impl ProjectionRunner {
     async fn feed(&self, name: &str, from: Option<Checkpoint>, pages: mpsc::Sender<Page>) -> Fed {
         let mut events = self.store.subscribe_all(from.map(|c| c.position));
         loop {
-            let first = match events.next().await {
+            // Live, the log may stay quiet for long: a fold that stopped (its checkpoint moved
+            // elsewhere, or an event did not decode) must not wait for the next event to be heard.
+            let next = tokio::select! {
+                next = events.next() => next,
+                () = pages.closed() => return Fed::Stopped,
+            };
+            let first = match next {
                 Some(Ok(event)) => event,
                 end => return ended(name, end),
             };
