@@ -210,12 +210,14 @@ pub async fn serve(
         max_subscriptions: options.limits.max_subscriptions,
     };
     let (health, health_service) = tonic_health::server::health_reporter();
-    let readiness = tokio::spawn(serving::report(
+    let mut readiness = serving::Readiness::new(
         health.clone(),
         shared_store.clone(),
         runners.all().into_iter().cloned().collect(),
         options.ready_max_lag,
-    ));
+    );
+    readiness.update().await;
+    let readiness = tokio::spawn(readiness.run());
     let read_models =
         ReadModelsService::new(shared_store, documents, runners, settings, handler, access);
 

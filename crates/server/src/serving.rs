@@ -22,35 +22,62 @@ const STORE_PATIENCE: Duration = Duration::from_secs(2);
 /// The projection lag beyond which the service is not ready, unless configured.
 pub const DEFAULT_READY_MAX_LAG_SECS: u64 = 30;
 
-/// Reports readiness until aborted.
-pub async fn report(
+/// Keeps the health check's answer up to date.
+#[derive(Debug)]
+pub struct Readiness {
     reporter: HealthReporter,
     store: Arc<dyn EventStore>,
     runners: Vec<ProjectionRunner>,
     max_lag: Duration,
-) {
-    let mut reported = None;
-    loop {
-        let ready = match why_not_ready(store.as_ref(), &runners, max_lag).await {
+    reported: Option<ServingStatus>,
+}
+
+impl Readiness {
+    pub fn new(
+        reporter: HealthReporter,
+        store: Arc<dyn EventStore>,
+        runners: Vec<ProjectionRunner>,
+        max_lag: Duration,
+    ) -> Self {
+        Self {
+            reporter,
+            store,
+            runners,
+            max_lag,
+            reported: None,
+        }
+    }
+
+    /// Checks readiness now and reports it if it changed. Called once before the server
+    /// listens, so its first answer is never a guess.
+    pub async fn update(&mut self) {
+        let ready = match why_not_ready(self.store.as_ref(), &self.runners, self.max_lag).await {
             None => ServingStatus::Serving,
             Some(reason) => {
-                if reported == Some(ServingStatus::Serving) {
+                if self.reported == Some(ServingStatus::Serving) {
                     tracing::warn!(reason, "not ready");
                 }
                 ServingStatus::NotServing
             }
         };
-        if reported != Some(ready) {
-            if reported.is_some() && ready == ServingStatus::Serving {
+        if self.reported != Some(ready) {
+            if self.reported.is_some() && ready == ServingStatus::Serving {
                 tracing::info!("ready again");
             }
-            reporter.set_service_status("", ready).await;
+            self.reporter.set_service_status("", ready).await;
             for service in SERVICES {
-                reporter.set_service_status(service, ready).await;
+                self.reporter.set_service_status(service, ready).await;
             }
-            reported = Some(ready);
+            self.reported = Some(ready);
         }
-        tokio::time::sleep(CHECK_EVERY).await;
+    }
+
+    /// Checks readiness every moment until aborted.
+    pub async fn run(mut self) {
+        loop {
+            tokio::time::sleep(CHECK_EVERY).await;
+            self.update().await;
+        }
     }
 }
 
