@@ -10,10 +10,14 @@ use ledger_proto::v1::org_directory_client::OrgDirectoryClient;
 use ledger_proto::v1::read_models_client::ReadModelsClient;
 use ledger_store_postgres::testing::{TestSchema, database_url};
 
+/// The master key every replica is configured with: they share the key store in PostgreSQL.
+const MASTER_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
 fn start(data_dir: &std::path::Path, url: &str, schema: &str) -> ServerProcess {
     let args = ["--store", "postgres", "--store-namespace", schema];
-    // The URL goes by environment, as an operator would pass a secret.
-    ServerProcess::start_with_env(data_dir, &args, &[("LEDGER_STORE_URL", url)])
+    // The URL and the key go by environment, as an operator would pass secrets.
+    let env = [("LEDGER_STORE_URL", url), ("LEDGER_MASTER_KEY", MASTER_KEY)];
+    ServerProcess::start_with_env(data_dir, &args, &env)
 }
 
 async fn goal_titles(server: &ServerProcess, period: &str) -> Vec<String> {

@@ -163,6 +163,12 @@ pub trait Aggregate: Default + Clone + std::fmt::Debug + Send + Sync + 'static {
     /// The state after `event`. No logic: the event has been decided already.
     fn evolve(state: Self, event: &Event) -> Self;
 
+    /// The person whose data this aggregate's personal text is, once known: their data key seals
+    /// it, and erasing them makes it unreadable. `None` for aggregates without personal text.
+    fn data_subject(&self) -> Option<&str> {
+        None
+    }
+
     /// Folds a whole history.
     fn fold<'e>(events: impl IntoIterator<Item = &'e Event>) -> Self {
         events.into_iter().fold(Self::default(), Self::evolve)

@@ -74,8 +74,58 @@ events!(
     GoalCompleted,
     GoalAbandoned,
     SurveyResultRecorded,
+    PersonForgotten,
     AccessRecorded,
 );
+
+/// An event's personal text: its sealed fields, in sealing order, and where their ciphertext goes.
+#[derive(Debug)]
+pub struct PersonalText<'a> {
+    pub fields: Vec<&'a mut String>,
+    pub sealed: &'a mut Option<pb::Sealed>,
+}
+
+fn with_key_results<'a>(
+    mut fields: Vec<&'a mut String>,
+    key_results: &'a mut [pb::KeyResult],
+) -> Vec<&'a mut String> {
+    fields.extend(key_results.iter_mut().map(|kr| &mut kr.description));
+    fields
+}
+
+impl Event {
+    /// The fields marked "Personal: sealed" in `events.proto`; `None` for an event without any.
+    pub fn personal_text(&mut self) -> Option<PersonalText<'_>> {
+        let (fields, sealed) = match self {
+            Self::PersonRegistered(e) => (vec![&mut e.display_name], &mut e.sealed),
+            Self::SessionScheduled(e) => (vec![&mut e.topic], &mut e.sealed),
+            Self::SessionCancelled(e) => (vec![&mut e.reason], &mut e.sealed),
+            Self::AgendaItemAdded(e) => (vec![&mut e.text], &mut e.sealed),
+            Self::NoteRecorded(e) => (vec![&mut e.text], &mut e.sealed),
+            Self::ActionItemAgreed(e) => (vec![&mut e.text], &mut e.sealed),
+            Self::ActionItemDropped(e) => (vec![&mut e.reason], &mut e.sealed),
+            Self::ReflectionRecorded(e) => (vec![&mut e.what_was_decided], &mut e.sealed),
+            Self::InsightRecorded(e) => (vec![&mut e.text], &mut e.sealed),
+            Self::GoalSet(e) => (
+                with_key_results(vec![&mut e.title, &mut e.description], &mut e.key_results),
+                &mut e.sealed,
+            ),
+            Self::GoalProgressRecorded(e) => (vec![&mut e.note], &mut e.sealed),
+            Self::GoalReflected(e) => (vec![&mut e.text], &mut e.sealed),
+            Self::GoalRevised(e) => (
+                with_key_results(
+                    vec![&mut e.title, &mut e.description, &mut e.reason],
+                    &mut e.key_results,
+                ),
+                &mut e.sealed,
+            ),
+            Self::GoalCompleted(e) => (vec![&mut e.note], &mut e.sealed),
+            Self::GoalAbandoned(e) => (vec![&mut e.reason], &mut e.sealed),
+            _ => return None,
+        };
+        Some(PersonalText { fields, sealed })
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -84,6 +134,7 @@ mod tests {
     #[test]
     fn events_round_trip_under_their_type_name() {
         let event = Event::from(pb::SessionCancelled {
+            sealed: None,
             session_id: "s-1".into(),
             reason: "sick".into(),
             cancelled_by: "p-1".into(),
@@ -102,5 +153,32 @@ mod tests {
         );
         assert_eq!(Event::decode("other.Type", &[]).unwrap(), None);
         assert!(Event::decode("dialogue.ledger.events.v1.SessionCancelled", &[0xff]).is_err());
+    }
+
+    #[test]
+    fn goal_text_lists_its_own_fields_then_key_result_descriptions() {
+        let mut event = Event::from(pb::GoalSet {
+            title: "t".into(),
+            description: "d".into(),
+            key_results: vec![
+                pb::KeyResult {
+                    description: "k1".into(),
+                    ..Default::default()
+                },
+                pb::KeyResult {
+                    description: "k2".into(),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        });
+        let text = event.personal_text().unwrap();
+        let fields: Vec<&str> = text.fields.iter().map(|f| f.as_str()).collect();
+        assert_eq!(fields, ["t", "d", "k1", "k2"]);
+        assert!(
+            Event::from(pb::SessionHeld::default())
+                .personal_text()
+                .is_none()
+        );
     }
 }

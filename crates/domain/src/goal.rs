@@ -96,6 +96,7 @@ impl Aggregate for Goal {
             require_owner_or_manager(owner.as_str(), &actor, context)?;
             return Ok(vec![
                 pb::GoalSet {
+                    sealed: None,
                     goal_id,
                     owner_id: c.owner_id.clone(),
                     period: c.period.clone(),
@@ -134,6 +135,7 @@ impl Aggregate for Goal {
                 text("note", &c.note, 5000, true)?;
                 linked_session("linked_session_id", &c.linked_session_id, context)?;
                 pb::GoalProgressRecorded {
+                    sealed: None,
                     goal_id,
                     key_result_id: c.key_result_id.clone(),
                     value: c.value,
@@ -153,6 +155,7 @@ impl Aggregate for Goal {
                 text("text", &c.text, 10_000, false)?;
                 linked_session("linked_session_id", &c.linked_session_id, context)?;
                 pb::GoalReflected {
+                    sealed: None,
                     goal_id,
                     text: c.text.clone(),
                     reflected_by: actor,
@@ -167,6 +170,7 @@ impl Aggregate for Goal {
                 text("reason", &c.reason, 2000, false)?;
                 key_results(&c.key_results)?;
                 pb::GoalRevised {
+                    sealed: None,
                     goal_id,
                     title: c.title.clone(),
                     description: c.description.clone(),
@@ -180,6 +184,7 @@ impl Aggregate for Goal {
                 require_active(state)?;
                 text("note", &c.note, 5000, true)?;
                 pb::GoalCompleted {
+                    sealed: None,
                     goal_id,
                     note: c.note.clone(),
                     completed_by: actor,
@@ -190,6 +195,7 @@ impl Aggregate for Goal {
                 require_active(state)?;
                 text("reason", &c.reason, 2000, false)?;
                 pb::GoalAbandoned {
+                    sealed: None,
                     goal_id,
                     reason: c.reason.clone(),
                     abandoned_by: actor,
@@ -198,6 +204,10 @@ impl Aggregate for Goal {
             }
         };
         Ok(vec![event])
+    }
+
+    fn data_subject(&self) -> Option<&str> {
+        Some(self.owner_id.as_str()).filter(|id| !id.is_empty())
     }
 
     fn evolve(mut state: Self, event: &Event) -> Self {

@@ -140,6 +140,10 @@ impl Aggregate for Insight {
         Ok(vec![event])
     }
 
+    fn data_subject(&self) -> Option<&str> {
+        Some(self.subject_id.as_str()).filter(|id| !id.is_empty())
+    }
+
     fn evolve(mut state: Self, event: &Event) -> Self {
         match event {
             Event::InsightRecorded(e) => {
@@ -223,6 +227,7 @@ fn record(
     }
     Ok(vec![
         pb::InsightRecorded {
+            sealed: None,
             insight_id: id.to_string(),
             subject_id: c.subject_id.clone(),
             session_id: c.session_id.clone(),

@@ -23,7 +23,7 @@ mod time;
 pub use aggregate::{Actor, Aggregate, Context, Policy, References, Role, World};
 pub use directory::{Classification, PersonRecord, PersonState, classify, manages};
 pub use error::DomainError;
-pub use event::Event;
+pub use event::{Event, PersonalText};
 pub use goal::{Goal, GoalCommand};
 pub use id::{Id, TenantId};
 pub use insight::{Insight, InsightCommand};

@@ -160,6 +160,7 @@ impl Aggregate for PersonRecord {
             let effective_at = Some(time::to_timestamp(effective(&c.effective_at)));
             return Ok(vec![
                 pb::PersonRegistered {
+                    sealed: None,
                     person_id: c.person_id.clone(),
                     display_name: c.display_name.clone(),
                     org_unit_id: c.org_unit_id.clone(),
@@ -242,6 +243,10 @@ impl Aggregate for PersonRecord {
             PersonCommand::Register(_) => unreachable!("handled above"),
         };
         Ok(vec![event])
+    }
+
+    fn data_subject(&self) -> Option<&str> {
+        Some(self.id.as_str()).filter(|id| !id.is_empty())
     }
 
     fn evolve(state: Self, event: &Event) -> Self {

@@ -143,6 +143,7 @@ impl Aggregate for Session {
                 require_status(state, &[SessionStatus::Scheduled], "cancelled")?;
                 text("reason", &c.reason, 1000, true)?;
                 pb::SessionCancelled {
+                    sealed: None,
                     session_id,
                     reason: c.reason.clone(),
                     cancelled_by: actor.to_owned(),
@@ -177,6 +178,7 @@ impl Aggregate for Session {
                     return Err(DomainError::exists(format!("agenda item {item}")));
                 }
                 pb::AgendaItemAdded {
+                    sealed: None,
                     session_id,
                     item_id: c.item_id.clone(),
                     text: c.text.clone(),
@@ -202,6 +204,7 @@ impl Aggregate for Session {
                     return Err(DomainError::exists(format!("note {note}")));
                 }
                 pb::NoteRecorded {
+                    sealed: None,
                     session_id,
                     note_id: c.note_id.clone(),
                     author_id: actor.to_owned(),
@@ -229,6 +232,7 @@ impl Aggregate for Session {
                     return Err(DomainError::exists(format!("action item {item}")));
                 }
                 pb::ActionItemAgreed {
+                    sealed: None,
                     session_id,
                     item_id: c.item_id.clone(),
                     owner_id: c.owner_id.clone(),
@@ -251,6 +255,7 @@ impl Aggregate for Session {
                 open_item(state, &c.item_id)?;
                 text("reason", &c.reason, 1000, true)?;
                 pb::ActionItemDropped {
+                    sealed: None,
                     session_id,
                     item_id: c.item_id.clone(),
                     reason: c.reason.clone(),
@@ -272,6 +277,7 @@ impl Aggregate for Session {
                     return Err(DomainError::invalid("resolve", "must be from 1 to 5"));
                 }
                 pb::ReflectionRecorded {
+                    sealed: None,
                     session_id,
                     what_was_decided: c.what_was_decided.clone(),
                     resolve: c.resolve,
@@ -280,6 +286,10 @@ impl Aggregate for Session {
             }
         };
         Ok(vec![event])
+    }
+
+    fn data_subject(&self) -> Option<&str> {
+        Some(self.member_id.as_str()).filter(|id| !id.is_empty())
     }
 
     fn evolve(mut state: Self, event: &Event) -> Self {
@@ -368,6 +378,7 @@ fn schedule(
     purposes.dedup();
     Ok(vec![
         pb::SessionScheduled {
+            sealed: None,
             session_id: id.to_string(),
             member_id: c.member_id.clone(),
             partner_id: c.partner_id.clone(),

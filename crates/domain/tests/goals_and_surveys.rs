@@ -29,6 +29,7 @@ fn goal_set() -> Event {
         unreachable!()
     };
     pb::GoalSet {
+        sealed: None,
         goal_id: c.goal_id,
         owner_id: c.owner_id,
         period: c.period,
@@ -102,6 +103,7 @@ fn progress_names_a_key_result_of_an_active_goal() {
     );
     expect_error(given::<Goal>([]).when(progress("kr-1")), not_found);
     let completed = pb::GoalCompleted {
+        sealed: None,
         goal_id: "g-1".into(),
         note: String::new(),
         completed_by: "mia".into(),
@@ -241,6 +243,7 @@ fn goals_are_revised_completed_and_reflected_on_in_order() {
         invalid("text"),
     );
     let abandoned = pb::GoalAbandoned {
+        sealed: None,
         goal_id: "g-1".into(),
         reason: "reorg".into(),
         abandoned_by: "mia".into(),

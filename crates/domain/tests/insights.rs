@@ -30,6 +30,7 @@ fn recorded_scopes(result: Vec<Event>) -> Vec<S> {
 
 fn recorded(subject: &str, kind: Kind, scopes: &[S]) -> Event {
     pb::InsightRecorded {
+        sealed: None,
         insight_id: "i-1".into(),
         subject_id: subject.into(),
         session_id: "s-1".into(),

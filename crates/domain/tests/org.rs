@@ -76,6 +76,7 @@ fn registering_needs_a_defined_unit_and_a_plausible_cohort() {
         })
     };
     let expected = pb::PersonRegistered {
+        sealed: None,
         person_id: "zoe".into(),
         display_name: "Zoe".into(),
         org_unit_id: "eng".into(),

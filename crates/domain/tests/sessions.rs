@@ -146,6 +146,7 @@ fn only_participants_change_a_session_and_only_while_it_allows() {
             .when(cancel()),
         vec![
             pb::SessionCancelled {
+                sealed: None,
                 session_id: "s-1".into(),
                 reason: "ill".into(),
                 cancelled_by: "ren".into(),
@@ -154,6 +155,7 @@ fn only_participants_change_a_session_and_only_while_it_allows() {
         ],
     );
     let cancelled = pb::SessionCancelled {
+        sealed: None,
         session_id: "s-1".into(),
         reason: String::new(),
         cancelled_by: "mia".into(),
@@ -184,6 +186,7 @@ fn notes_and_action_items_follow_their_lifecycle() {
         given::<Session>(base.clone()).by(person("ren")).when(note),
         vec![
             pb::NoteRecorded {
+                sealed: None,
                 session_id: "s-1".into(),
                 note_id: "n-1".into(),
                 author_id: "ren".into(),
@@ -268,6 +271,7 @@ fn only_the_member_reflects_after_the_session_is_held() {
         given::<Session>(held_session).when(reflect(4)),
         vec![
             pb::ReflectionRecorded {
+                sealed: None,
                 session_id: "s-1".into(),
                 what_was_decided: "apply for the transfer".into(),
                 resolve: 4,

@@ -16,6 +16,7 @@ use crate::documents::{DocumentStore, Documents, Error};
 use crate::evaluation::{self, GoalDoc};
 use crate::runner::{Applied, Projection};
 use crate::sharing::Sharing;
+use crate::text::Text;
 
 /// Served: strengths and aspirations shared with the manager chain or hr, `{tenant}/{subject}/{insight}`.
 pub const INSIGHTS: &str = "development-insight";
@@ -28,7 +29,7 @@ const SOURCES: &str = "development-insight-source";
 pub struct DevelopmentInsight {
     pub kind: i32,
     pub tags: Vec<String>,
-    pub text: String,
+    pub text: Text,
     pub recorded_at: Micros,
     pub shared_with_manager_chain: bool,
     pub shared_with_hr: bool,
@@ -158,7 +159,7 @@ impl Projection for DevelopmentReviews {
     }
 
     fn version(&self) -> u32 {
-        2
+        3
     }
 
     fn models(&self) -> &'static [&'static str] {
@@ -213,7 +214,7 @@ impl Projection for DevelopmentReviews {
                     insight: DevelopmentInsight {
                         kind: e.kind,
                         tags: e.tags.clone(),
-                        text: e.text.clone(),
+                        text: Text::of(&applied, &e.sealed, 0, &e.text),
                         recorded_at: at,
                         event_ids: vec![id],
                         ..DevelopmentInsight::default()

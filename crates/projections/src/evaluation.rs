@@ -18,6 +18,7 @@ use crate::documents::{DocumentStore, Documents, Error};
 use crate::period::{enclosing, periods_of};
 use crate::runner::{Applied, Projection};
 use crate::sharing::Sharing;
+use crate::text::Text;
 
 /// Served: goals, `{tenant}/{owner}/{goal}`.
 pub const GOALS: &str = "evaluation-goal";
@@ -34,11 +35,11 @@ const INSIGHT_SOURCES: &str = "evaluation-insight-source";
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct GoalDoc {
     pub period: String,
-    pub title: String,
+    pub title: Text,
     pub kind: i32,
     pub status: String,
     pub progress: Vec<Progress>,
-    pub reflections: Vec<String>,
+    pub reflections: Vec<Text>,
     pub event_ids: Vec<Uuid>,
 }
 
@@ -71,7 +72,7 @@ pub struct InsightDoc {
     pub recorded_at: Micros,
     pub kind: i32,
     pub tags: Vec<String>,
-    pub text: String,
+    pub text: Text,
     pub event_ids: Vec<Uuid>,
 }
 
@@ -269,7 +270,7 @@ impl Projection for EvaluationBriefs {
     }
 
     fn version(&self) -> u32 {
-        3
+        4
     }
 
     fn models(&self) -> &'static [&'static str] {
@@ -288,7 +289,7 @@ impl Projection for EvaluationBriefs {
                 documents.put(ROUTES, &format!("{tenant}/goal/{}", e.goal_id), key.clone())?;
                 let goal = GoalDoc {
                     period: e.period.clone(),
-                    title: e.title.clone(),
+                    title: Text::of(&applied, &e.sealed, 0, &e.title),
                     kind: e.kind,
                     status: "set".into(),
                     event_ids: vec![id],
@@ -307,11 +308,12 @@ impl Projection for EvaluationBriefs {
                 goal.event_ids.push(id);
             }),
             Event::GoalReflected(e) => Self::goal(documents, tenant, &e.goal_id, |goal| {
-                goal.reflections.push(e.text.clone());
+                goal.reflections
+                    .push(Text::of(&applied, &e.sealed, 0, &e.text));
                 goal.event_ids.push(id);
             }),
             Event::GoalRevised(e) => Self::goal(documents, tenant, &e.goal_id, |goal| {
-                goal.title.clone_from(&e.title);
+                goal.title = Text::of(&applied, &e.sealed, 0, &e.title);
                 goal.event_ids.push(id);
             }),
             Event::GoalCompleted(e) => Self::goal(documents, tenant, &e.goal_id, |goal| {
@@ -391,7 +393,7 @@ impl Projection for EvaluationBriefs {
                         recorded_at: at,
                         kind: e.kind,
                         tags: e.tags.clone(),
-                        text: e.text.clone(),
+                        text: Text::of(&applied, &e.sealed, 0, &e.text),
                         event_ids: vec![id],
                     },
                 };

@@ -13,8 +13,10 @@ pub mod postgres;
 mod runner;
 mod sharing;
 pub mod staffing;
+mod text;
 
 pub use documents::{Change, Checkpoint, DocumentStore, Documents, Error, Lease, Write};
 pub use embedded::EmbeddedDocuments;
 pub use period::{bounds, enclosing, months, periods_of, previous};
 pub use runner::{Applied, Projection, ProjectionRunner, ProjectionStatus};
+pub use text::Text;

@@ -31,6 +31,7 @@ pub struct Applied<'a> {
     pub id: Uuid,
     /// The tenant of the event's stream.
     pub tenant: &'a str,
+    pub stream: &'a str,
     pub recorded_at: Micros,
     pub position: Position,
 }
@@ -394,6 +395,7 @@ impl Window {
                 event: &event,
                 id: recorded.id,
                 tenant,
+                stream: recorded.stream.as_str(),
                 recorded_at: recorded.recorded_at.as_micros(),
                 position: recorded.position,
             };

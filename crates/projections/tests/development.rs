@@ -25,6 +25,7 @@ fn folded(events: &[Event]) -> (tempfile::TempDir, EmbeddedDocuments) {
                 event,
                 id: Uuid::from_u128(i as u128 + 1),
                 tenant: "acme",
+                stream: "acme/stream",
                 recorded_at: 1_796_119_200_000_000 + i as i64,
                 position: Position::from_sequence(i as u64 + 1),
             };

@@ -3,7 +3,7 @@
 use ledger_domain::{Event, pb, to_timestamp};
 use ledger_projections::evaluation::{Brief, EvaluationBriefs, brief};
 use ledger_projections::{
-    Applied, Checkpoint, DocumentStore, Documents, EmbeddedDocuments, Projection,
+    Applied, Checkpoint, DocumentStore, Documents, EmbeddedDocuments, Projection, Text,
 };
 use ledger_store::Position;
 use uuid::Uuid;
@@ -25,6 +25,7 @@ fn brief_after(events: Vec<Event>, member: &str, period: &str) -> (Brief, Vec<Uu
             event,
             id: *id,
             tenant: "acme",
+            stream: "acme/stream",
             recorded_at: DEC_1,
             position: Position::from_sequence(i as u64 + 1),
         };
@@ -70,6 +71,7 @@ fn held(session: &str) -> Event {
 
 fn insight(id: &str, kind: Kind, scopes: &[S], relationship: R) -> Event {
     pb::InsightRecorded {
+        sealed: None,
         insight_id: id.into(),
         subject_id: "mia".into(),
         session_id: "s-1".into(),
@@ -118,7 +120,7 @@ fn goals_show_with_their_timeline_in_their_period_and_the_enclosing_ones() {
         let (brief, ids) = brief_after(events.clone(), "mia", period);
         let goal = &brief.goals["g-1"];
         assert_eq!(
-            (goal.title.as_str(), goal.status.as_str()),
+            (goal.title.shown(), goal.status.as_str()),
             ("Lead the guild", "completed")
         );
         assert_eq!(goal.progress.len(), 1);
@@ -126,7 +128,10 @@ fn goals_show_with_their_timeline_in_their_period_and_the_enclosing_ones() {
             (goal.progress[0].value, goal.progress[0].event_id),
             (2.0, ids[1])
         );
-        assert_eq!(goal.reflections, ["teaching helps"]);
+        assert_eq!(
+            goal.reflections.iter().map(Text::shown).collect::<Vec<_>>(),
+            ["teaching helps"]
+        );
         assert_eq!(goal.event_ids, ids, "provenance");
     }
     assert!(
@@ -200,7 +205,7 @@ fn a_diagonal_insight_never_reaches_the_brief_unless_shared_for_evaluation() {
     let (brief, ids) = brief_after(vec![diagonal, evaluation.into()], "mia", "2026-12");
     let shown = &brief.insights["i-1"];
     assert_eq!(
-        (shown.text.as_str(), &shown.event_ids),
+        (shown.text.shown(), &shown.event_ids),
         ("text of i-1", &ids)
     );
 }

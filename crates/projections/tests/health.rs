@@ -35,6 +35,7 @@ fn folded(events: &[(Micros, Event)]) -> (tempfile::TempDir, EmbeddedDocuments, 
                 event,
                 id: *id,
                 tenant: "acme",
+                stream: "acme/stream",
                 recorded_at: *at,
                 position: Position::from_sequence(i as u64 + 1),
             };
@@ -250,6 +251,7 @@ fn history() -> Vec<(Micros, Event)> {
         ..Default::default()
     };
     let reflected = pb::ReflectionRecorded {
+        sealed: None,
         session_id: "s1".into(),
         what_was_decided: "not kept".into(),
         resolve: 4,

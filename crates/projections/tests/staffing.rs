@@ -35,6 +35,7 @@ fn folded(events: &[Event]) -> (tempfile::TempDir, EmbeddedDocuments) {
             event,
             id: Uuid::new_v4(),
             tenant: "acme",
+            stream: "acme/stream",
             recorded_at: at,
             position: Position::from_sequence(i as u64 + 1),
         };

@@ -20,6 +20,7 @@ use uuid::Uuid;
 
 use crate::auth::Principal;
 use crate::status;
+use ledger_privacy::KeyRing;
 
 /// Event ids are UUIDv5 of tenant, command id and index in this namespace, so a retried command
 /// produces the same ids and the store's idempotency makes the retry a no-op.
@@ -96,8 +97,8 @@ command_requests!(
 struct Envelope {
     command_id: String,
     expected_version: Option<u64>,
-    /// SHA-256 of the body, hex.
-    hash: String,
+    /// The body without the envelope, encoded: a retry must repeat it.
+    body: Vec<u8>,
     correlation_id: Option<Uuid>,
 }
 
@@ -106,6 +107,7 @@ struct Envelope {
 pub struct CommandHandler {
     store: Arc<dyn EventStore>,
     policy: Policy,
+    keys: Arc<KeyRing>,
 }
 
 /// An aggregate's stream, read and folded.
@@ -116,8 +118,12 @@ struct Loaded<A> {
 }
 
 impl CommandHandler {
-    pub fn new(store: Arc<dyn EventStore>, policy: Policy) -> Self {
-        Self { store, policy }
+    pub fn new(store: Arc<dyn EventStore>, policy: Policy, keys: Arc<KeyRing>) -> Self {
+        Self {
+            store,
+            policy,
+            keys,
+        }
     }
 
     /// Runs one gRPC command request through aggregate `A`.
@@ -141,7 +147,7 @@ impl CommandHandler {
         let envelope = Envelope {
             command_id: command_id.to_owned(),
             expected_version: body.expected_version(),
-            hash: hex(&Sha256::digest(body.body().encode_to_vec())),
+            body: body.body().encode_to_vec(),
             correlation_id,
         };
         let result = self
@@ -164,7 +170,7 @@ impl CommandHandler {
                 tokio::time::sleep(std::time::Duration::from_micros(pause.into())).await;
             }
             let loaded = self.load::<A>(&stream).await?;
-            if let Some(result) = original_result(&loaded.stored, envelope)? {
+            if let Some(result) = self.original_result(principal, &loaded, envelope).await? {
                 return Ok(result);
             }
             if let Some(expected) = envelope.expected_version
@@ -185,7 +191,18 @@ impl CommandHandler {
             let expected = loaded
                 .version
                 .map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact);
-            let new_events = to_new_events(principal, envelope, &events);
+            // The data subject is known once the stream's first event is decided.
+            let after;
+            let subject = match loaded.state.data_subject() {
+                Some(subject) => Some(subject),
+                None => {
+                    after = events.iter().fold(loaded.state.clone(), A::evolve);
+                    after.data_subject()
+                }
+            };
+            let new_events = self
+                .to_new_events(principal, envelope, &stream, subject, events)
+                .await?;
             match self.store.append(&stream, expected, new_events).await {
                 Ok(appended) => {
                     tracing::debug!(stream = %stream, command_id = %envelope.command_id, "command appended");
@@ -234,6 +251,105 @@ impl CommandHandler {
             version,
             stored,
         })
+    }
+
+    /// If this command was handled before, what it returned; ALREADY_EXISTS if its id was used
+    /// for a different body.
+    async fn original_result<A: Aggregate>(
+        &self,
+        principal: &Principal,
+        loaded: &Loaded<A>,
+        envelope: &Envelope,
+    ) -> Result<Option<api::CommandResult>, Status> {
+        let mine = (loaded.stored.iter())
+            .filter(|event| event.metadata.extra.get(COMMAND_ID) == Some(&envelope.command_id));
+        let Some(last) = mine.last() else {
+            return Ok(None);
+        };
+        let hash = self
+            .command_hash(principal, loaded.state.data_subject(), envelope)
+            .await?;
+        if last.metadata.extra.get(COMMAND_HASH) != Some(&hash) {
+            return Err(Status::already_exists(format!(
+                "command id {} was already used with a different request",
+                envelope.command_id
+            )));
+        }
+        Ok(Some(api::CommandResult {
+            version: last.revision,
+            position: Some(position(last.position)),
+        }))
+    }
+
+    /// What recognises a retry: a digest of the body, keyed by the data subject's key when
+    /// there is one, so that once they are erased it cannot confirm a guess at their text.
+    async fn command_hash(
+        &self,
+        principal: &Principal,
+        subject: Option<&str>,
+        envelope: &Envelope,
+    ) -> Result<String, Status> {
+        Ok(match subject {
+            Some(subject) => hex(&(self.keys)
+                .digest(principal.tenant.as_str(), subject, &envelope.body)
+                .await
+                .map_err(|e| status::from_keys(e, "hashing a command"))?),
+            None => hex(&Sha256::digest(&envelope.body)),
+        })
+    }
+
+    /// The events to append, their personal text sealed with `subject`'s key.
+    async fn to_new_events(
+        &self,
+        principal: &Principal,
+        envelope: &Envelope,
+        stream: &StreamName,
+        subject: Option<&str>,
+        events: Vec<Event>,
+    ) -> Result<Vec<NewEvent>, Status> {
+        let command_uuid = Uuid::new_v5(
+            &EVENT_ID_NAMESPACE,
+            format!("{}\n{}", principal.tenant, envelope.command_id).as_bytes(),
+        );
+        let metadata = Metadata {
+            correlation_id: Some(envelope.correlation_id.unwrap_or(command_uuid)),
+            causation_id: Some(command_uuid),
+            extra: [
+                (COMMAND_ID.to_owned(), envelope.command_id.clone()),
+                (
+                    COMMAND_HASH.to_owned(),
+                    self.command_hash(principal, subject, envelope).await?,
+                ),
+                (ACTOR.to_owned(), principal.actor.subject.clone()),
+            ]
+            .into(),
+        };
+        let mut new_events = Vec::with_capacity(events.len());
+        for (index, mut event) in events.into_iter().enumerate() {
+            let id = Uuid::new_v5(&command_uuid, index.to_string().as_bytes());
+            if let Some(subject) = subject {
+                (self.keys)
+                    .seal(
+                        principal.tenant.as_str(),
+                        subject,
+                        stream.as_str(),
+                        id,
+                        &mut event,
+                    )
+                    .await
+                    .map_err(|e| status::from_keys(e, "sealing personal text"))?;
+            } else if event.personal_text().is_some() {
+                tracing::error!(stream = %stream, "an event with personal text has no data subject");
+                return Err(Status::internal("internal error"));
+            }
+            new_events.push(NewEvent {
+                id,
+                event_type: event.type_name().to_owned(),
+                payload: event.encode().into(),
+                metadata: metadata.clone(),
+            });
+        }
+        Ok(new_events)
     }
 
     /// Loads what a decision consults: the referenced org units and sessions, the referenced
@@ -294,30 +410,6 @@ fn decode(recorded: &RecordedEvent) -> Result<Option<Event>, Status> {
     })
 }
 
-/// If this command was handled before, what it returned; ALREADY_EXISTS if its id was used for
-/// a different body.
-fn original_result(
-    stored: &[RecordedEvent],
-    envelope: &Envelope,
-) -> Result<Option<api::CommandResult>, Status> {
-    let mine = stored
-        .iter()
-        .filter(|event| event.metadata.extra.get(COMMAND_ID) == Some(&envelope.command_id));
-    let Some(last) = mine.last() else {
-        return Ok(None);
-    };
-    if last.metadata.extra.get(COMMAND_HASH) != Some(&envelope.hash) {
-        return Err(Status::already_exists(format!(
-            "command id {} was already used with a different request",
-            envelope.command_id
-        )));
-    }
-    Ok(Some(api::CommandResult {
-        version: last.revision,
-        position: Some(position(last.position)),
-    }))
-}
-
 fn version_conflict(stream: &StreamName, expected: u64, actual: Option<u64>) -> Status {
     let actual = actual.map_or_else(|| "none (it does not exist)".to_owned(), |v| v.to_string());
     let id = stream
@@ -327,31 +419,6 @@ fn version_conflict(stream: &StreamName, expected: u64, actual: Option<u64>) -> 
     Status::aborted(format!(
         "{id}: expected version {expected}, current version {actual}"
     ))
-}
-
-fn to_new_events(principal: &Principal, envelope: &Envelope, events: &[Event]) -> Vec<NewEvent> {
-    let command_uuid = Uuid::new_v5(
-        &EVENT_ID_NAMESPACE,
-        format!("{}\n{}", principal.tenant, envelope.command_id).as_bytes(),
-    );
-    let metadata = Metadata {
-        correlation_id: Some(envelope.correlation_id.unwrap_or(command_uuid)),
-        causation_id: Some(command_uuid),
-        extra: [
-            (COMMAND_ID.to_owned(), envelope.command_id.clone()),
-            (COMMAND_HASH.to_owned(), envelope.hash.clone()),
-            (ACTOR.to_owned(), principal.actor.subject.clone()),
-        ]
-        .into(),
-    };
-    (events.iter().enumerate())
-        .map(|(index, event)| NewEvent {
-            id: Uuid::new_v5(&command_uuid, index.to_string().as_bytes()),
-            event_type: event.type_name().to_owned(),
-            payload: event.encode().into(),
-            metadata: metadata.clone(),
-        })
-        .collect()
 }
 
 fn position(position: ledger_store::Position) -> api::Position {

@@ -7,6 +7,7 @@ pub mod commands;
 pub mod ledger;
 pub mod limits;
 pub mod operator;
+pub mod privacy;
 pub mod read_models;
 pub mod services;
 pub mod serving;
@@ -34,6 +35,7 @@ use ledger_proto::v1::goals_server::GoalsServer;
 use ledger_proto::v1::insights_server::InsightsServer;
 use ledger_proto::v1::ledger_server::LedgerServer;
 use ledger_proto::v1::org_directory_server::OrgDirectoryServer;
+use ledger_proto::v1::privacy_server::PrivacyServer;
 use ledger_proto::v1::read_models_server::ReadModelsServer;
 use ledger_proto::v1::sessions_server::SessionsServer;
 use ledger_proto::v1::surveys_server::SurveysServer;
@@ -50,12 +52,13 @@ use crate::auth::Authenticator;
 use crate::commands::CommandHandler;
 use crate::ledger::{AuditTrees, LedgerService};
 use crate::limits::{Gate, Limits};
+use crate::privacy::{PrivacyOptions, PrivacyService};
 use crate::read_models::{ReadModelRunners, ReadModelSettings, ReadModelsService};
 use crate::services::CommandService;
 use crate::store::{Backend, StoreOptions};
 
 /// The ledger's own services, by their full gRPC names (for health checks).
-pub const SERVICES: [&str; 7] = [
+pub const SERVICES: [&str; 8] = [
     "dialogue.ledger.v1.OrgDirectory",
     "dialogue.ledger.v1.Sessions",
     "dialogue.ledger.v1.Insights",
@@ -63,6 +66,7 @@ pub const SERVICES: [&str; 7] = [
     "dialogue.ledger.v1.Surveys",
     "dialogue.ledger.v1.Ledger",
     "dialogue.ledger.v1.ReadModels",
+    "dialogue.ledger.v1.Privacy",
 ];
 
 /// The checkpoint origin prefix and signing key name unless configured.
@@ -125,6 +129,7 @@ pub struct ServeOptions {
     pub limits: Limits,
     /// The health check says NOT_SERVING while a projection is further behind the log than this.
     pub ready_max_lag: Duration,
+    pub privacy: PrivacyOptions,
 }
 
 /// Runs a projection until the store closes, logging why if it stops on an error.
@@ -147,14 +152,16 @@ pub async fn serve(
     options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let store = Backend::open(&options.store, &options.data_dir).await?;
-
     if options.anonymity_threshold < Policy::MIN_ANONYMITY {
         anyhow::bail!(
             "the anonymity threshold must be at least {}",
             Policy::MIN_ANONYMITY
         );
     }
+    // Keys first: a wrong or missing master key stops start-up before anything is opened.
+    let keys = privacy::open_key_ring(&options.privacy, &options.store, &options.data_dir).await?;
+    let store = Backend::open(&options.store, &options.data_dir).await?;
+
     let public_key = match &options.auth.public_key {
         Some(path) => std::fs::read_to_string(path)
             .with_context(|| format!("cannot read the token public key {}", path.display()))?,
@@ -166,7 +173,14 @@ pub async fn serve(
         anonymity_threshold: options.anonymity_threshold,
     };
     let shared_store: Arc<dyn EventStore> = store.shared();
-    let handler = Arc::new(CommandHandler::new(shared_store.clone(), policy));
+    let handler = Arc::new(CommandHandler::new(
+        shared_store.clone(),
+        policy,
+        keys.clone(),
+    ));
+    // Replicas share the PostgreSQL key store: each must hear of the others' erasures.
+    let evictions = matches!(store, Backend::Postgres(_))
+        .then(|| privacy::spawn_eviction_follower(shared_store.clone(), keys.clone()));
     let commands = CommandService::new(handler.clone());
     let trees = AuditTrees::open(&options.data_dir).context("cannot open the audit trees")?;
     let follower = trees.spawn_follower(shared_store.clone());
@@ -176,6 +190,12 @@ pub async fn serve(
         &options.log_origin,
     )?;
     let (access, access_writer) = AccessLog::start(shared_store.clone());
+    let privacy = PrivacyService::new(
+        shared_store.clone(),
+        keys.clone(),
+        access.clone(),
+        options.privacy.allow_self_erasure,
+    );
     let ledger = LedgerService::new(
         shared_store.clone(),
         trees,
@@ -218,8 +238,15 @@ pub async fn serve(
     );
     readiness.update().await;
     let readiness = tokio::spawn(readiness.run());
-    let read_models =
-        ReadModelsService::new(shared_store, documents, runners, settings, handler, access);
+    let read_models = ReadModelsService::new(
+        shared_store,
+        documents,
+        runners,
+        settings,
+        handler,
+        access,
+        keys,
+    );
 
     // Both reflection versions: grpcurl and older tools still ask v1alpha.
     let reflection = || {
@@ -269,6 +296,7 @@ pub async fn serve(
         .add_service(guarded!(SurveysServer, commands))
         .add_service(guarded!(LedgerServer, ledger))
         .add_service(guarded!(ReadModelsServer, read_models))
+        .add_service(guarded!(PrivacyServer, privacy))
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), drain);
@@ -301,6 +329,9 @@ pub async fn serve(
         .context("cannot close the event store")?;
     // The follower ends with the store's log; a projection may be standing by for its lease.
     let _ = follower.await;
+    if let Some(evictions) = evictions {
+        evictions.abort();
+    }
     for projection in projections {
         projection.abort();
         if let Err(error) = projection.await

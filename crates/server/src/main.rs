@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use dialogue_ledger::auth::{Claims, DEFAULT_AUDIENCE, DEFAULT_ISSUER, LocalKeys};
 use dialogue_ledger::limits::{DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_SUBSCRIPTIONS, Limits};
+use dialogue_ledger::privacy::{KeySource, PrivacyOptions};
 use dialogue_ledger::serving::DEFAULT_READY_MAX_LAG_SECS;
 use dialogue_ledger::store::{DEFAULT_STORE_NAMESPACE, StoreOptions};
 use dialogue_ledger::verify::{OfflineOptions, Verdict, VerifyOptions};
@@ -122,7 +123,11 @@ enum Command {
     },
 }
 
-/// Which key signs checkpoints, under which name.
+/// A master key given as a file or as its value (clap lets only one of them through).
+fn key_source(file: Option<PathBuf>, value: Option<String>) -> Option<KeySource> {
+    file.map(KeySource::File).or(value.map(KeySource::Value))
+}
+
 /// The server's options: defaults, then the config file (`--config`), then `LEDGER_*`
 /// environment variables, then flags, each overriding the one before.
 #[derive(Debug, clap::Args)]
@@ -187,10 +192,32 @@ struct ServeArgs {
     /// the log than this many seconds (rebuilding), or the event store does not answer.
     #[arg(long, env = "LEDGER_READY_MAX_LAG_SECS", default_value_t = DEFAULT_READY_MAX_LAG_SECS)]
     ready_max_lag_secs: u64,
+    /// A file holding the master key (32 random bytes, base64) that wraps every person's data
+    /// key. Without it or --master-key: DATA_DIR/master.key, created with a new key store.
+    #[arg(long, env = "LEDGER_MASTER_KEY_FILE", conflicts_with = "master_key")]
+    master_key_file: Option<PathBuf>,
+    /// The master key itself, base64 (set it in the environment, not on a command line).
+    #[arg(long, env = "LEDGER_MASTER_KEY", hide_env_values = true)]
+    master_key: Option<String>,
+    /// While rotating the master key: a file holding the previous one. Data keys it still
+    /// wraps are re-wrapped under the new key at start-up (events are not touched).
+    #[arg(
+        long,
+        env = "LEDGER_PREVIOUS_MASTER_KEY_FILE",
+        conflicts_with = "previous_master_key"
+    )]
+    previous_master_key_file: Option<PathBuf>,
+    /// The previous master key itself, base64 (see --previous-master-key-file).
+    #[arg(long, env = "LEDGER_PREVIOUS_MASTER_KEY", hide_env_values = true)]
+    previous_master_key: Option<String>,
+    /// Whether a person may erase their own data with ForgetPerson (hr and admin always may).
+    #[arg(long, env = "LEDGER_ALLOW_SELF_ERASURE", default_value_t = true, action = clap::ArgAction::Set)]
+    allow_self_erasure: bool,
     #[command(flatten)]
     log: LogKey,
 }
 
+/// Which key signs checkpoints, under which name.
 #[derive(Debug, clap::Args)]
 struct LogKey {
     /// The checkpoint signing key (Ed25519, PKCS#8 PEM); without it, the data directory's own
@@ -247,6 +274,11 @@ async fn main() -> anyhow::Result<()> {
             rate_limit,
             rate_limit_burst,
             ready_max_lag_secs,
+            master_key_file,
+            master_key,
+            previous_master_key_file,
+            previous_master_key,
+            allow_self_erasure,
             log,
         }) => {
             let listener = tokio::net::TcpListener::bind(listen)
@@ -285,6 +317,11 @@ async fn main() -> anyhow::Result<()> {
                     rate_burst: rate_limit_burst,
                 },
                 ready_max_lag: Duration::from_secs(ready_max_lag_secs),
+                privacy: PrivacyOptions {
+                    master_key: key_source(master_key_file, master_key),
+                    previous_master_key: key_source(previous_master_key_file, previous_master_key),
+                    allow_self_erasure,
+                },
             };
             dialogue_ledger::serve(listener, options, shutdown).await
         }

@@ -10,12 +10,13 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use ledger_domain::{Id, Micros, Role, check_period, from_timestamp, manages};
+use ledger_privacy::KeyRing;
 use ledger_projections::as_of::{AsOf, rebuild};
 use ledger_projections::development::{self, DevelopmentReviews, Reader};
-use ledger_projections::evaluation::{self, Brief, EvaluationBriefs, brief};
+use ledger_projections::evaluation::{self, Brief, EvaluationBriefs, GoalDoc, brief};
 use ledger_projections::health::{self, DialogueHealth, Directory, Scope};
 use ledger_projections::staffing::{self, Staffing};
-use ledger_projections::{DocumentStore, Projection, ProjectionRunner};
+use ledger_projections::{DocumentStore, Projection, ProjectionRunner, Text};
 use ledger_proto::v1 as api;
 use ledger_store::{AllRead, EventStore, Position};
 use tonic::{Request, Response, Status};
@@ -136,6 +137,8 @@ pub struct ReadModelsService {
     access: AccessLog,
     /// A permit per open subscription.
     subscriptions: Arc<tokio::sync::Semaphore>,
+    /// Opens the personal text that read models keep sealed.
+    keys: Arc<KeyRing>,
 }
 
 impl ReadModelsService {
@@ -146,11 +149,13 @@ impl ReadModelsService {
         settings: ReadModelSettings,
         directory: Arc<CommandHandler>,
         access: AccessLog,
+        keys: Arc<KeyRing>,
     ) -> Self {
         Self {
             store,
             documents,
             runners,
+            keys,
             subscriptions: Arc::new(tokio::sync::Semaphore::new(settings.max_subscriptions)),
             settings,
             directory,
@@ -329,7 +334,8 @@ fn to_api(
             .into_iter()
             .map(|(goal_id, goal)| api::BriefGoal {
                 goal_id,
-                title: goal.title,
+                erased: goal.title.is_erased() || goal.reflections.iter().any(Text::is_erased),
+                title: goal.title.into_shown(),
                 kind: goal.kind,
                 status: goal.status,
                 progress: goal
@@ -342,7 +348,7 @@ fn to_api(
                         event_id: p.event_id.as_bytes().to_vec(),
                     })
                     .collect(),
-                reflections: goal.reflections,
+                reflections: goal.reflections.into_iter().map(Text::into_shown).collect(),
                 event_ids: ids(&goal.event_ids),
             })
             .collect(),
@@ -361,7 +367,8 @@ fn to_api(
                 insight_id,
                 kind: insight.kind,
                 tags: insight.tags,
-                text: insight.text,
+                erased: insight.text.is_erased(),
+                text: insight.text.into_shown(),
                 event_ids: ids(&insight.event_ids),
             })
             .collect(),
@@ -400,6 +407,7 @@ impl api::read_models_server::ReadModels for ReadModelsService {
             )
             .await?;
         let view = brief_view(
+            &self.keys,
             documents,
             caller.tenant.as_str(),
             member.as_str(),
@@ -479,6 +487,7 @@ impl api::read_models_server::ReadModels for ReadModelsService {
             )
             .await?;
         let view = review_view(
+            &self.keys,
             documents,
             evaluation_documents,
             tenant,
@@ -797,21 +806,27 @@ impl api::read_models_server::ReadModels for ReadModelsService {
 
 /// A member's evaluation brief for `period`, as the API returns it.
 async fn brief_view(
+    keys: &Arc<KeyRing>,
     documents: Arc<dyn DocumentStore>,
     tenant: &str,
     member: &str,
     period: &str,
     as_of: Option<Position>,
 ) -> Result<api::EvaluationBrief, Status> {
-    let (tenant, member_id, period_owned) =
+    let (tenant_owned, member_id, period_owned) =
         (tenant.to_owned(), member.to_owned(), period.to_owned());
-    let found =
-        blocking(move || brief(documents.as_ref(), &tenant, &member_id, &period_owned)).await?;
+    let mut found =
+        blocking(move || brief(documents.as_ref(), &tenant_owned, &member_id, &period_owned))
+            .await?;
+    let goals = found.goals.values_mut().flat_map(goal_texts);
+    let insights = found.insights.values_mut().map(|insight| &mut insight.text);
+    open_texts(keys, tenant, goals.chain(insights).collect()).await?;
     Ok(to_api(member, period, found, as_of))
 }
 
 /// A member's development review as `reader` may see it, as the API returns it.
 async fn review_view(
+    keys: &Arc<KeyRing>,
     documents: Arc<dyn DocumentStore>,
     evaluation_documents: Arc<dyn DocumentStore>,
     tenant: &str,
@@ -819,21 +834,28 @@ async fn review_view(
     reader: Reader,
     as_of: Option<Position>,
 ) -> Result<api::DevelopmentReview, Status> {
-    let (tenant, member_id) = (tenant.to_owned(), member.to_owned());
+    let (tenant_owned, member_id) = (tenant.to_owned(), member.to_owned());
     let (found, follow) = blocking(move || {
         let found = development::review(
             documents.as_ref(),
             evaluation_documents.as_ref(),
-            &tenant,
+            &tenant_owned,
             &member_id,
             reader,
         )?;
         Ok((
             found,
-            evaluation::follow_through(evaluation_documents.as_ref(), &tenant, &member_id)?,
+            evaluation::follow_through(evaluation_documents.as_ref(), &tenant_owned, &member_id)?,
         ))
     })
     .await?;
+    let mut found = found;
+    let goals = found.goals.values_mut().flat_map(goal_texts);
+    let insights = found
+        .insights
+        .iter_mut()
+        .map(|(_, insight)| &mut insight.text);
+    open_texts(keys, tenant, goals.chain(insights).collect()).await?;
     let mut network: BTreeMap<String, api::NetworkCount> = BTreeMap::new();
     for partner in found.partners.values() {
         let count = network
@@ -853,12 +875,13 @@ async fn review_view(
             .into_iter()
             .map(|(goal_id, goal)| api::ReviewGoal {
                 goal_id,
-                title: goal.title,
+                erased: goal.title.is_erased() || goal.reflections.iter().any(Text::is_erased),
+                title: goal.title.into_shown(),
                 kind: goal.kind,
                 period: goal.period,
                 status: goal.status,
                 progress_checks: goal.progress.len() as u32,
-                reflections: goal.reflections,
+                reflections: goal.reflections.into_iter().map(Text::into_shown).collect(),
                 event_ids: ids(&goal.event_ids),
             })
             .collect(),
@@ -869,7 +892,8 @@ async fn review_view(
                 insight_id,
                 kind: insight.kind,
                 tags: insight.tags,
-                text: insight.text,
+                erased: insight.text.is_erased(),
+                text: insight.text.into_shown(),
                 recorded_at_micros: insight.recorded_at,
                 event_ids: ids(&insight.event_ids),
             })
@@ -1029,18 +1053,24 @@ impl ReadModelsService {
                 use api::read_model_change::Document;
                 let document = match &following.read_model {
                     Subscribed::Brief { period } => {
-                        brief_view(documents, tenant, &member, period, as_of)
+                        brief_view(&self.keys, documents, tenant, &member, period, as_of)
                             .await
                             .map(Document::EvaluationBrief)
                     }
                     Subscribed::Profile => profile_view(documents, tenant, &member, as_of)
                         .await
                         .map(Document::StaffingProfile),
-                    Subscribed::Review => {
-                        review_view(documents.clone(), documents, tenant, &member, reader, as_of)
-                            .await
-                            .map(Document::DevelopmentReview)
-                    }
+                    Subscribed::Review => review_view(
+                        &self.keys,
+                        documents.clone(),
+                        documents,
+                        tenant,
+                        &member,
+                        reader,
+                        as_of,
+                    )
+                    .await
+                    .map(Document::DevelopmentReview),
                 };
                 let change = document.map(|document| api::ReadModelChange {
                     checkpoint: seq,
@@ -1053,6 +1083,40 @@ impl ReadModelsService {
             }
         }
     }
+}
+
+fn goal_texts(goal: &mut GoalDoc) -> impl Iterator<Item = &mut Text> {
+    std::iter::once(&mut goal.title).chain(goal.reflections.iter_mut())
+}
+
+/// Opens the personal text a read model keeps sealed; text whose key was destroyed (its
+/// person erased) becomes [`Text::Erased`].
+async fn open_texts(
+    keys: &Arc<KeyRing>,
+    tenant: &str,
+    texts: Vec<&mut Text>,
+) -> Result<(), Status> {
+    for text in texts {
+        let Some((stream, event_id, field, sealed)) = text.sealed() else {
+            continue;
+        };
+        let stream = stream.to_owned();
+        let sealed = sealed.ok_or_else(|| {
+            status::from_keys(
+                ledger_privacy::Error::Tampered,
+                "decoding a read model's text",
+            )
+        })?;
+        let opened = keys
+            .open_fields(tenant, &stream, event_id, &sealed)
+            .await
+            .map_err(|e| status::from_keys(e, "opening a read model's text"))?;
+        *text = match opened {
+            Some(fields) => Text::Clear(fields.into_iter().nth(field).unwrap_or_default()),
+            None => Text::Erased,
+        };
+    }
+    Ok(())
 }
 
 fn position(position: Option<Position>) -> Option<api::Position> {

@@ -38,3 +38,23 @@ pub fn from_store(error: ledger_store::Error, context: &str) -> Status {
         }
     }
 }
+
+/// A key ring failure. Tampered text is DATA_LOSS (the stored bytes are not what was sealed);
+/// a key store that does not answer is UNAVAILABLE. `context` says what was being done.
+pub fn from_keys(error: ledger_privacy::Error, context: &str) -> Status {
+    use ledger_privacy::Error as E;
+    match error {
+        E::Tampered => {
+            tracing::error!(%error, context, "sealed personal text failed authentication");
+            Status::data_loss("stored personal text failed authentication (altered)")
+        }
+        E::Store(_) => {
+            tracing::warn!(%error, context, "key store unavailable");
+            Status::unavailable("the key store is unavailable; retry")
+        }
+        error => {
+            tracing::error!(%error, context, "key ring failure");
+            Status::internal("internal error")
+        }
+    }
+}

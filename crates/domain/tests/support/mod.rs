@@ -107,6 +107,7 @@ pub fn exists(e: &DomainError) -> bool {
 
 pub fn registered(id: &str, unit: &str, grade: &str, cohort: i32, at: Micros) -> Event {
     pb::PersonRegistered {
+        sealed: None,
         person_id: id.into(),
         display_name: format!("{id} name"),
         org_unit_id: unit.into(),
@@ -201,6 +202,7 @@ pub fn scheduled(
     confidential: bool,
 ) -> Event {
     pb::SessionScheduled {
+        sealed: None,
         session_id: id.into(),
         member_id: member.into(),
         partner_id: partner.into(),
