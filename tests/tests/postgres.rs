@@ -7,6 +7,7 @@ use ledger_projections::periods_of;
 use ledger_proto::v1 as api;
 use ledger_proto::v1::goals_client::GoalsClient;
 use ledger_proto::v1::org_directory_client::OrgDirectoryClient;
+use ledger_proto::v1::privacy_client::PrivacyClient;
 use ledger_proto::v1::read_models_client::ReadModelsClient;
 use ledger_store_postgres::testing::{TestSchema, database_url};
 
@@ -217,6 +218,27 @@ async fn two_replicas_share_the_log_and_the_read_models_and_take_over_projection
         a_runs != b_runs,
         "exactly one replica runs the projection: {a_runs} {b_runs}"
     );
+
+    // An erasure through one replica reaches the other's key cache at once (both have opened
+    // mia's goal title, so both hold her key).
+    let titles = goal_titles(&a, &half).await;
+    assert!(titles.iter().all(|t| !t.is_empty()), "{titles:?}");
+    assert_eq!(goal_titles(&b, &half).await, titles);
+    let mut privacy = PrivacyClient::new(a.channel().await);
+    let hr = a.token("acme", "hiro", &["hr"]);
+    let forget = api::ForgetPersonRequest {
+        person_id: "mia".into(),
+    };
+    privacy.forget_person(authed(&hr, forget)).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while goal_titles(&b, &half).await != vec![String::new(); titles.len()] {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the other replica still shows an erased person's text"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(goal_titles(&a, &half).await.iter().all(String::is_empty));
 
     // The owner dies; the other takes the projection over and folds on without a gap or a double.
     let survivor = if a_runs {
