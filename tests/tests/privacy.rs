@@ -432,7 +432,7 @@ async fn a_forgotten_person_is_unreadable_everywhere_and_the_ledger_still_verifi
 
     // After: every API shows mia's text as erased, at once.
     let after = brief(&server, "mia", None).await;
-    let as_of = brief(&server, "mia", as_of_before.clone()).await;
+    let as_of = brief(&server, "mia", as_of_before).await;
     for brief in [&after, &as_of] {
         assert_eq!(brief.goals[0].title, "");
         assert_eq!(brief.goals[0].reflections, [""]);
