@@ -465,6 +465,22 @@ async fn a_forgotten_person_is_unreadable_everywhere_and_the_ledger_still_verifi
                 .iter()
                 .any(|e| e.event_type.ends_with("PersonForgotten"))
     );
+    // Exports are access records: who exported mia's data, and who was refused.
+    let mut ledger = LedgerClient::new(server.channel().await);
+    let request = api::ListAccessRecordsRequest {
+        person_id: "mia".into(),
+    };
+    let records = ledger
+        .list_access_records(authed(&mia, request))
+        .await
+        .unwrap()
+        .into_inner()
+        .records;
+    let exports: Vec<(&str, bool)> = (records.iter())
+        .filter(|r| r.query == "/dialogue.ledger.v1.Privacy/ExportPersonData")
+        .map(|r| (r.reader.as_str(), r.allowed))
+        .collect();
+    assert_eq!(exports, [("mia", true), ("lee", false), ("hiro", true)]);
     // Ren is untouched.
     assert_eq!(brief(&server, "ren", None).await.insights[0].text, REN_TEXT);
     assert!(!contains(&ledger_bytes(&server).await, MIA_MARKERS[4]));
