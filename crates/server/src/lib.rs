@@ -51,7 +51,7 @@ use crate::access::AccessLog;
 use crate::auth::Authenticator;
 use crate::commands::CommandHandler;
 use crate::ledger::{AuditTrees, LedgerService};
-use crate::limits::{Gate, Limits};
+use crate::limits::{Gate, Limits, RequestCap};
 use crate::privacy::{PrivacyOptions, PrivacyService};
 use crate::read_models::{ReadModelRunners, ReadModelSettings, ReadModelsService};
 use crate::services::CommandService;
@@ -288,6 +288,7 @@ pub async fn serve(
         };
     }
     let server = Server::builder()
+        .layer(RequestCap::new(options.limits.max_concurrent_requests))
         .add_service(health_service)
         .add_service(guarded!(OrgDirectoryServer, commands.clone()))
         .add_service(guarded!(SessionsServer, commands.clone()))

@@ -16,6 +16,8 @@ use crate::auth::{Authenticator, Principal};
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 << 20;
 /// Subscriptions open at once, across all callers, unless configured.
 pub const DEFAULT_MAX_SUBSCRIPTIONS: usize = 1024;
+/// Requests in flight at once, across all callers, unless configured.
+pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 4096;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Limits {
@@ -23,6 +25,8 @@ pub struct Limits {
     pub max_message_bytes: usize,
     /// Subscriptions (read-model changes) open at once, across all callers.
     pub max_subscriptions: usize,
+    /// Requests in flight at once, across all callers (until their response starts).
+    pub max_concurrent_requests: usize,
     /// Requests per second a principal may make, sustained; 0: no limit.
     pub rate_per_second: u32,
     /// Requests a principal may make at once beyond the sustained rate.
@@ -34,6 +38,7 @@ impl Default for Limits {
         Self {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             max_subscriptions: DEFAULT_MAX_SUBSCRIPTIONS,
+            max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
             rate_per_second: 0,
             rate_burst: 0,
         }
@@ -140,6 +145,85 @@ pub fn rate_limited(retry_after: Duration) -> Status {
     )
 }
 
+/// Caps the requests in flight across all callers: one over the cap is refused at once with
+/// RESOURCE_EXHAUSTED and a retry hint rather than queued behind the others. Health checks and
+/// reflection (`/grpc.*`) are never refused, so an orchestrator still sees a busy server alive.
+#[derive(Debug, Clone)]
+pub struct RequestCap {
+    permits: Arc<tokio::sync::Semaphore>,
+}
+
+impl RequestCap {
+    pub fn new(max_concurrent_requests: usize) -> Self {
+        Self {
+            permits: Arc::new(tokio::sync::Semaphore::new(max_concurrent_requests)),
+        }
+    }
+}
+
+impl<S> tower::Layer<S> for RequestCap {
+    type Service = Capped<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Capped {
+            inner,
+            permits: self.permits.clone(),
+        }
+    }
+}
+
+/// A service behind a [`RequestCap`].
+#[derive(Debug, Clone)]
+pub struct Capped<S> {
+    inner: S,
+    permits: Arc<tokio::sync::Semaphore>,
+}
+
+/// How long a refused caller is told to wait: about one request's time.
+const OVERLOAD_RETRY: Duration = Duration::from_millis(50);
+
+impl<S, B> tower::Service<http::Request<B>> for Capped<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = futures::future::BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let permit = if request.uri().path().starts_with("/grpc.") {
+            None
+        } else {
+            match self.permits.clone().try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(_) => {
+                    let refused = Status::with_error_details(
+                        Code::ResourceExhausted,
+                        "the server is at its limit of concurrent requests; retry shortly",
+                        ErrorDetails::with_retry_info(Some(OVERLOAD_RETRY)),
+                    );
+                    return Box::pin(std::future::ready(Ok(refused.into_http())));
+                }
+            }
+        };
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let response = response.await;
+            drop(permit);
+            response
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,5 +270,57 @@ mod tests {
         assert_eq!(status.code(), Code::ResourceExhausted);
         let retry = status.get_details_retry_info().unwrap();
         assert_eq!(retry.retry_delay, Some(Duration::from_millis(250)));
+    }
+
+    #[tokio::test]
+    async fn requests_over_the_cap_are_refused_at_once_but_health_checks_pass() {
+        use tower::{Layer, Service, ServiceExt};
+        // Requests wait until the test opens the gate (a permit, given back after each).
+        let release = Arc::new(tokio::sync::Semaphore::new(0));
+        let gate = release.clone();
+        let slow = tower::service_fn(move |_: http::Request<()>| {
+            let gate = gate.clone();
+            async move {
+                drop(gate.acquire().await.unwrap());
+                Ok::<_, std::convert::Infallible>(http::Response::new(tonic::body::Body::empty()))
+            }
+        });
+        let mut capped = RequestCap::new(1).layer(slow);
+        let call = |path: &str| http::Request::builder().uri(path).body(()).unwrap();
+        let first = capped
+            .ready()
+            .await
+            .unwrap()
+            .call(call("/dialogue.ledger.v1.Goals/SetGoal"));
+        let refused = capped
+            .ready()
+            .await
+            .unwrap()
+            .call(call("/dialogue.ledger.v1.Goals/SetGoal"))
+            .await
+            .unwrap();
+        let status = Status::from_header_map(refused.headers()).unwrap();
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert_eq!(
+            status.get_error_details().retry_info().unwrap().retry_delay,
+            Some(OVERLOAD_RETRY)
+        );
+        // The health check is not capped: it waits on the inner service, not on a permit.
+        let health = capped
+            .ready()
+            .await
+            .unwrap()
+            .call(call("/grpc.health.v1.Health/Check"));
+        release.add_permits(1);
+        let (first, health) = tokio::join!(first, health);
+        assert_eq!(first.unwrap().headers().get("grpc-status"), None);
+        assert_eq!(health.unwrap().headers().get("grpc-status"), None);
+        // The permit came back with the first response.
+        let again = capped
+            .ready()
+            .await
+            .unwrap()
+            .call(call("/dialogue.ledger.v1.Goals/SetGoal"));
+        assert_eq!(again.await.unwrap().headers().get("grpc-status"), None);
     }
 }

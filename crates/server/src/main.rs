@@ -8,7 +8,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use dialogue_ledger::auth::{Claims, DEFAULT_AUDIENCE, DEFAULT_ISSUER, LocalKeys};
-use dialogue_ledger::limits::{DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_SUBSCRIPTIONS, Limits};
+use dialogue_ledger::limits::{
+    DEFAULT_MAX_CONCURRENT_REQUESTS, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_SUBSCRIPTIONS, Limits,
+};
 use dialogue_ledger::privacy::{KeySource, PrivacyOptions};
 use dialogue_ledger::serving::DEFAULT_READY_MAX_LAG_SECS;
 use dialogue_ledger::store::{DEFAULT_STORE_NAMESPACE, StoreOptions};
@@ -181,6 +183,10 @@ struct ServeArgs {
     /// RESOURCE_EXHAUSTED).
     #[arg(long, env = "LEDGER_MAX_SUBSCRIPTIONS", default_value_t = DEFAULT_MAX_SUBSCRIPTIONS)]
     max_subscriptions: usize,
+    /// Requests in flight at once, across all callers (more are refused at once with
+    /// RESOURCE_EXHAUSTED and a RetryInfo; health checks never are).
+    #[arg(long, env = "LEDGER_MAX_CONCURRENT_REQUESTS", default_value_t = DEFAULT_MAX_CONCURRENT_REQUESTS as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    max_concurrent_requests: u64,
     /// Requests per second each caller (tenant and token subject) may make, sustained;
     /// 0: no limit. Over it, RESOURCE_EXHAUSTED with a RetryInfo.
     #[arg(long, env = "LEDGER_RATE_LIMIT", default_value_t = 0)]
@@ -271,6 +277,7 @@ async fn main() -> anyhow::Result<()> {
             manager_overload_sessions,
             max_message_bytes,
             max_subscriptions,
+            max_concurrent_requests,
             rate_limit,
             rate_limit_burst,
             ready_max_lag_secs,
@@ -313,6 +320,7 @@ async fn main() -> anyhow::Result<()> {
                 limits: Limits {
                     max_message_bytes,
                     max_subscriptions,
+                    max_concurrent_requests: usize::try_from(max_concurrent_requests)?,
                     rate_per_second: rate_limit,
                     rate_burst: rate_limit_burst,
                 },
