@@ -1,6 +1,7 @@
 //! Catch-up speed of the projections: writes N events (default 1,000,000) of a realistic mix
 //! (sessions scheduled and held, insights shared for evaluation, goals with progress) for 1,000
-//! members, then folds them from zero and prints events/s.
+//! members, their text sealed with each member's key as the server stores it, then folds them
+//! from zero and prints events/s.
 //!
 //! `cargo bench -p ledger-projections --bench catch_up`; `LEDGER_BENCH_EVENTS` sets N,
 //! `LEDGER_BENCH_DIR` the disk, `LEDGER_BENCH_PROJECTIONS` a comma-separated choice of projections.
@@ -9,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ledger_domain::{Event, pb, to_timestamp};
+use ledger_privacy::{KeyRing, MasterKey, SqliteKeys};
 use ledger_projections::development::DevelopmentReviews;
 use ledger_projections::evaluation::EvaluationBriefs;
 use ledger_projections::health::DialogueHealth;
@@ -27,8 +29,8 @@ const MEMBERS: usize = 1000;
 /// 2026-12-01T10:00:00Z
 const DEC_1: i64 = 1_796_119_200_000_000;
 
-/// The events of story `i`: 8 events in 3 streams.
-fn story(i: usize) -> Vec<(String, Vec<Event>)> {
+/// The events of story `i`: 8 events in 3 streams, and whose they are.
+fn story(i: usize) -> (String, Vec<(String, Vec<Event>)>) {
     let member = format!("m{}", i % MEMBERS);
     let partner = format!("m{}", (i + 1) % MEMBERS);
     let session = pb::SessionScheduled {
@@ -71,7 +73,7 @@ fn story(i: usize) -> Vec<(String, Vec<Event>)> {
     };
     let goal = pb::GoalSet {
         goal_id: format!("g{i}"),
-        owner_id: member,
+        owner_id: member.clone(),
         period: "2026-H2".into(),
         title: "grow".into(),
         ..Default::default()
@@ -81,7 +83,7 @@ fn story(i: usize) -> Vec<(String, Vec<Event>)> {
         value,
         ..Default::default()
     };
-    vec![
+    let streams = vec![
         (
             format!("bench/session-s{i}"),
             vec![session.into(), held.into(), agreed.into()],
@@ -94,7 +96,8 @@ fn story(i: usize) -> Vec<(String, Vec<Event>)> {
             format!("bench/goal-g{i}"),
             vec![goal.into(), progress(1.0).into(), progress(2.0).into()],
         ),
-    ]
+    ];
+    (member, streams)
 }
 
 fn main() {
@@ -110,24 +113,36 @@ fn main() {
         .unwrap();
     runtime.block_on(async {
         let store = EmbeddedStore::open(dir.path().join("log")).unwrap();
+        let keys = Arc::new(
+            KeyRing::unlock(
+                Arc::new(SqliteKeys::open(&dir.path().join("keys.db")).unwrap()),
+                MasterKey::parse(&MasterKey::generate()).unwrap(),
+                None,
+            )
+            .unwrap(),
+        );
         let stories = events.div_ceil(8);
         let started = Instant::now();
         let writers: Vec<_> = (0..WRITERS)
             .map(|w| {
-                let store = store.clone();
+                let (store, keys) = (store.clone(), keys.clone());
                 tokio::spawn(async move {
                     for i in (w..stories).step_by(WRITERS) {
-                        for (stream, batch) in story(i) {
-                            let stream = StreamName::new(stream).unwrap();
-                            let batch = batch
-                                .iter()
-                                .map(|e| NewEvent {
-                                    id: Uuid::new_v4(),
-                                    event_type: e.type_name().into(),
-                                    payload: e.encode().into(),
+                        let (member, streams) = story(i);
+                        for (stream, events) in streams {
+                            let mut batch = Vec::new();
+                            for mut event in events {
+                                let id = Uuid::new_v4();
+                                (keys.seal("bench", &member, &stream, id, &mut event).await)
+                                    .unwrap();
+                                batch.push(NewEvent {
+                                    id,
+                                    event_type: event.type_name().into(),
+                                    payload: event.encode().into(),
                                     metadata: Metadata::default(),
-                                })
-                                .collect();
+                                });
+                            }
+                            let stream = StreamName::new(stream).unwrap();
                             store
                                 .append(&stream, ExpectedVersion::NoStream, batch)
                                 .await
