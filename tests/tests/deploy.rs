@@ -103,10 +103,14 @@ fn the_compose_file_resolves_and_sets_only_known_variables() {
         if let Some(Yaml::Array(mounts)) = service.get("volumes") {
             for mount in mounts {
                 let source = mount.as_str().unwrap().split(':').next().unwrap();
-                assert!(
-                    volumes.contains(source),
-                    "{name}: volume {source} is not declared"
-                );
+                if let Some(file) = source.strip_prefix("./") {
+                    deploy_file(file);
+                } else {
+                    assert!(
+                        volumes.contains(source),
+                        "{name}: volume {source} is not declared"
+                    );
+                }
             }
         }
         for network in names(service.get("networks")) {
@@ -145,6 +149,58 @@ fn the_compose_file_resolves_and_sets_only_known_variables() {
     );
     let esdb_nodes = services.keys().filter(|s| s.starts_with("esdb-")).count();
     assert_eq!(esdb_nodes, 3, "the EventStoreDB cluster has three nodes");
+}
+
+#[test]
+fn every_server_exports_telemetry_to_a_collector_that_passes_it_on() {
+    let documents = YamlLoader::load_from_str(&deploy_file("compose.yaml")).unwrap();
+    let services = merged(&merged(&documents[0])["services"]);
+    let host_of = |endpoint: &str| {
+        let authority = endpoint.split("://").nth(1).unwrap_or(endpoint);
+        authority.split([':', '/']).next().unwrap().to_owned()
+    };
+    for (name, service) in &services {
+        let service = merged(service);
+        let environment = merged(service.get("environment").unwrap_or(&Yaml::Null));
+        if !environment.contains_key("LEDGER_STORE") {
+            continue;
+        }
+        let endpoint = environment["OTEL_EXPORTER_OTLP_ENDPOINT"].as_str().unwrap();
+        let collector = merged(&services[&host_of(endpoint)]);
+        assert!(
+            names(collector.get("profiles")).is_superset(&names(service.get("profiles"))),
+            "{name}: its collector does not start with it"
+        );
+        let own_networks = names(service.get("networks"));
+        if !own_networks.is_empty() {
+            assert!(
+                !own_networks.is_disjoint(&names(collector.get("networks"))),
+                "{name}: shares no network with its collector"
+            );
+        }
+    }
+
+    let config = &YamlLoader::load_from_str(&deploy_file("otel-collector.yaml")).unwrap()[0];
+    let defined = |section: &str| names(Some(&config[section]));
+    let pipelines = merged(&config["service"]["pipelines"]);
+    assert_eq!(
+        pipelines.keys().cloned().collect::<BTreeSet<_>>(),
+        BTreeSet::from(["metrics".to_owned(), "traces".to_owned()])
+    );
+    for (signal, pipeline) in &pipelines {
+        for section in ["receivers", "processors", "exporters"] {
+            let used = names(Some(&pipeline[section]));
+            assert!(!used.is_empty(), "{signal}: no {section}");
+            assert!(
+                used.is_subset(&defined(section)),
+                "{signal}: {section} {used:?} not defined"
+            );
+        }
+    }
+    let jaeger = config["exporters"]["otlp/jaeger"]["endpoint"]
+        .as_str()
+        .unwrap();
+    assert!(services.contains_key(&host_of(jaeger)), "{jaeger}");
 }
 
 #[test]

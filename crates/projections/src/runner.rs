@@ -342,6 +342,8 @@ struct Window {
 struct Commit {
     from: Option<Checkpoint>,
     to: Checkpoint,
+    /// The events folded into the writes.
+    events: usize,
     writes: Vec<Write>,
 }
 
@@ -351,6 +353,13 @@ impl Commit {
         store: &dyn DocumentStore,
         projection: &dyn Projection,
     ) -> Result<Checkpoint, Error> {
+        let _span = tracing::info_span!(
+            "projection.commit",
+            projection = projection.name(),
+            events = self.events,
+            documents = self.writes.len()
+        )
+        .entered();
         store.commit(
             projection.name(),
             self.from,
@@ -417,6 +426,7 @@ impl Window {
         let commit = Commit {
             from: self.from,
             to,
+            events: self.events,
             writes: documents.take_writes()?,
         };
         *self = Self::after(Some(to));

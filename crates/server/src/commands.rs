@@ -2,7 +2,7 @@
 //! append with the version it was decided on. Retries with the same command id return the
 //! original result; concurrent commands on one aggregate are serialised by the expected version.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use ledger_domain::{
@@ -13,13 +13,17 @@ use ledger_proto::v1 as api;
 use ledger_store::{
     EventStore, ExpectedVersion, Metadata, NewEvent, RecordedEvent, StreamName, StreamRead,
 };
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::Histogram;
 use prost::Message;
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::auth::Principal;
 use crate::status;
+use crate::telemetry::TraceContext;
 use ledger_privacy::KeyRing;
 
 /// Event ids are UUIDv5 of tenant, command id and index in this namespace, so a retried command
@@ -38,6 +42,9 @@ const MAX_PERSONS: usize = 64;
 const COMMAND_ID: &str = "command_id";
 const COMMAND_HASH: &str = "command_hash";
 const ACTOR: &str = "actor";
+/// Metadata keys of the W3C trace context that caused the event.
+const TRACEPARENT: &str = "traceparent";
+const TRACESTATE: &str = "tracestate";
 
 /// A gRPC command request: an envelope (command id, expected version) around the command body.
 pub trait CommandRequest: Message + Clone + Default + 'static {
@@ -100,6 +107,8 @@ struct Envelope {
     /// The body without the envelope, encoded: a retry must repeat it.
     body: Vec<u8>,
     correlation_id: Option<Uuid>,
+    /// The request's W3C trace context, recorded with its events.
+    trace: Option<TraceContext>,
 }
 
 /// Handles every command of every aggregate.
@@ -108,6 +117,8 @@ pub struct CommandHandler {
     store: Arc<dyn EventStore>,
     policy: Policy,
     keys: Arc<KeyRing>,
+    /// Events per append, by aggregate kind.
+    append_sizes: Histogram<u64>,
 }
 
 /// An aggregate's stream, read and folded.
@@ -123,6 +134,10 @@ impl CommandHandler {
             store,
             policy,
             keys,
+            append_sizes: (crate::telemetry::meter().u64_histogram("ledger.append.events"))
+                .with_description("Events a command appended at once")
+                .with_boundaries(vec![1.0, 2.0, 4.0, 8.0, 16.0, 64.0])
+                .build(),
         }
     }
 
@@ -136,6 +151,7 @@ impl CommandHandler {
         let correlation_id = (request.metadata().get("x-correlation-id"))
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.parse().ok());
+        let trace = request.extensions().get::<TraceContext>().cloned();
         let body = request.into_inner();
         let command_id = body.command_id();
         if command_id.is_empty() || command_id.len() > 128 {
@@ -149,6 +165,7 @@ impl CommandHandler {
             expected_version: body.expected_version(),
             body: body.body().encode_to_vec(),
             correlation_id,
+            trace,
         };
         let result = self
             .execute::<A>(&principal, &envelope, &command(body))
@@ -186,8 +203,9 @@ impl CommandHandler {
                 world: &world,
                 policy: &self.policy,
             };
-            let events =
-                A::decide(command, &loaded.state, &context).map_err(status::from_domain)?;
+            let events = tracing::info_span!("decide", aggregate = A::KIND)
+                .in_scope(|| A::decide(command, &loaded.state, &context))
+                .map_err(status::from_domain)?;
             let expected = loaded
                 .version
                 .map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact);
@@ -203,8 +221,14 @@ impl CommandHandler {
             let new_events = self
                 .to_new_events(principal, envelope, &stream, subject, events)
                 .await?;
-            match self.store.append(&stream, expected, new_events).await {
+            let appending = new_events.len() as u64;
+            let append = tracing::info_span!("append", stream = %stream, events = appending);
+            match (self.store.append(&stream, expected, new_events))
+                .instrument(append)
+                .await
+            {
                 Ok(appended) => {
+                    (self.append_sizes).record(appending, &[KeyValue::new("aggregate", A::KIND)]);
                     tracing::debug!(stream = %stream, command_id = %envelope.command_id, "command appended");
                     return Ok(api::CommandResult {
                         version: appended.revision,
@@ -311,18 +335,24 @@ impl CommandHandler {
             &EVENT_ID_NAMESPACE,
             format!("{}\n{}", principal.tenant, envelope.command_id).as_bytes(),
         );
+        let mut extra = BTreeMap::from([
+            (COMMAND_ID.to_owned(), envelope.command_id.clone()),
+            (
+                COMMAND_HASH.to_owned(),
+                self.command_hash(principal, subject, envelope).await?,
+            ),
+            (ACTOR.to_owned(), principal.actor.subject.clone()),
+        ]);
+        if let Some(trace) = &envelope.trace {
+            extra.insert(TRACEPARENT.to_owned(), trace.traceparent.clone());
+            if !trace.tracestate.is_empty() {
+                extra.insert(TRACESTATE.to_owned(), trace.tracestate.clone());
+            }
+        }
         let metadata = Metadata {
             correlation_id: Some(envelope.correlation_id.unwrap_or(command_uuid)),
             causation_id: Some(command_uuid),
-            extra: [
-                (COMMAND_ID.to_owned(), envelope.command_id.clone()),
-                (
-                    COMMAND_HASH.to_owned(),
-                    self.command_hash(principal, subject, envelope).await?,
-                ),
-                (ACTOR.to_owned(), principal.actor.subject.clone()),
-            ]
-            .into(),
+            extra,
         };
         let mut new_events = Vec::with_capacity(events.len());
         for (index, mut event) in events.into_iter().enumerate() {

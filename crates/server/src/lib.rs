@@ -14,6 +14,7 @@ pub mod serving;
 pub mod settings;
 pub mod status;
 pub mod store;
+pub mod telemetry;
 pub mod verify;
 
 use std::future::Future;
@@ -56,6 +57,7 @@ use crate::privacy::{PrivacyOptions, PrivacyService};
 use crate::read_models::{ReadModelRunners, ReadModelSettings, ReadModelsService};
 use crate::services::CommandService;
 use crate::store::{Backend, StoreOptions};
+use crate::telemetry::RpcTelemetry;
 
 /// The ledger's own services, by their full gRPC names (for health checks).
 pub const SERVICES: [&str; 8] = [
@@ -161,6 +163,9 @@ pub async fn serve(
     // Keys first: a wrong or missing master key stops start-up before anything is opened.
     let keys = privacy::open_key_ring(&options.privacy, &options.store, &options.data_dir).await?;
     let store = Backend::open(&options.store, &options.data_dir).await?;
+    if let Backend::Embedded(embedded) = &store {
+        telemetry::observe_writer(embedded.clone());
+    }
 
     let public_key = match &options.auth.public_key {
         Some(path) => std::fs::read_to_string(path)
@@ -233,7 +238,10 @@ pub async fn serve(
     let mut readiness = serving::Readiness::new(
         health.clone(),
         shared_store.clone(),
-        runners.all().into_iter().cloned().collect(),
+        runners
+            .named()
+            .map(|(name, runner)| (name, runner.clone()))
+            .into(),
         options.ready_max_lag,
     );
     readiness.update().await;
@@ -288,7 +296,12 @@ pub async fn serve(
         };
     }
     let server = Server::builder()
-        .layer(RequestCap::new(options.limits.max_concurrent_requests))
+        // Outermost, so a request refused for the cap is measured and traced too.
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(RpcTelemetry::new())
+                .layer(RequestCap::new(options.limits.max_concurrent_requests)),
+        )
         .add_service(health_service)
         .add_service(guarded!(OrgDirectoryServer, commands.clone()))
         .add_service(guarded!(SessionsServer, commands.clone()))

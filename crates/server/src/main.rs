@@ -1,6 +1,5 @@
 //! `dialogue-ledger`: the server and the operator's commands.
 
-use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -14,6 +13,7 @@ use dialogue_ledger::limits::{
 use dialogue_ledger::privacy::{KeySource, PrivacyOptions};
 use dialogue_ledger::serving::DEFAULT_READY_MAX_LAG_SECS;
 use dialogue_ledger::store::{DEFAULT_STORE_NAMESPACE, StoreOptions};
+use dialogue_ledger::telemetry::Telemetry;
 use dialogue_ledger::verify::{OfflineOptions, Verdict, VerifyOptions};
 use dialogue_ledger::{
     AuthOptions, DEFAULT_DATA_DIR, DEFAULT_LISTEN, DEFAULT_LOG_ORIGIN,
@@ -237,15 +237,13 @@ struct LogKey {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    // Logs go to stderr, keeping stdout for what a command prints.
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    let telemetry = Telemetry::install()?;
+    let outcome = run().await;
+    telemetry.shutdown().await;
+    outcome
+}
+
+async fn run() -> anyhow::Result<()> {
     let interface = Cli::command();
     let layered = settings::layer(std::env::args_os().collect(), &interface, |name| {
         std::env::var(name).ok()

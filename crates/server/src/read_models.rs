@@ -20,6 +20,7 @@ use ledger_projections::{DocumentStore, Projection, ProjectionRunner, Text};
 use ledger_proto::v1 as api;
 use ledger_store::{AllRead, EventStore, Position};
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use crate::access::AccessLog;
 use crate::auth::Principal;
@@ -33,7 +34,7 @@ const SUBSCRIBE: &str = "/dialogue.ledger.v1.ReadModels/Subscribe";
 const GET_DEVELOPMENT_REVIEW: &str = "/dialogue.ledger.v1.ReadModels/GetDevelopmentReview";
 
 /// Projection status counts the events behind a projection up to this many.
-const LAG_COUNT_LIMIT: usize = 4096;
+pub(crate) const LAG_COUNT_LIMIT: usize = 4096;
 
 /// The served models each subscribable read model is made of.
 const EVALUATION_MODELS: [&str; 4] = [
@@ -73,7 +74,7 @@ impl ReadModelRunners {
     }
 
     /// Each runner with its projection's name.
-    fn named(&self) -> [(&'static str, &ProjectionRunner); 4] {
+    pub fn named(&self) -> [(&'static str, &ProjectionRunner); 4] {
         [
             (EvaluationBriefs.name(), &self.briefs),
             (Staffing.name(), &self.staffing),
@@ -156,7 +157,7 @@ impl ReadModelsService {
             documents,
             runners,
             keys,
-            subscriptions: Arc::new(tokio::sync::Semaphore::new(settings.max_subscriptions)),
+            subscriptions: crate::telemetry::observe_subscriptions(settings.max_subscriptions),
             settings,
             directory,
             access,
@@ -739,10 +740,14 @@ impl api::read_models_server::ReadModels for ReadModelsService {
         let follow = self
             .clone()
             .follow_changes(following, request.after_checkpoint, sender);
-        tokio::spawn(async move {
-            follow.await;
-            drop(open);
-        });
+        let span = tracing::info_span!("subscription", read_model = %request.read_model);
+        tokio::spawn(
+            async move {
+                follow.await;
+                drop(open);
+            }
+            .instrument(span),
+        );
         Ok(Response::new(ReceiverStream::new(receiver).boxed()))
     }
 

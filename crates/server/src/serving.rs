@@ -12,7 +12,9 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::SERVICES;
-use crate::read_models::lag;
+use crate::read_models::{LAG_COUNT_LIMIT, lag};
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::Gauge;
 
 /// How often readiness is checked.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
@@ -27,31 +29,41 @@ pub const DEFAULT_READY_MAX_LAG_SECS: u64 = 30;
 pub struct Readiness {
     reporter: HealthReporter,
     store: Arc<dyn EventStore>,
-    runners: Vec<ProjectionRunner>,
+    runners: Vec<(&'static str, ProjectionRunner)>,
     max_lag: Duration,
     reported: Option<ServingStatus>,
+    lag_events: Gauge<u64>,
+    lag_seconds: Gauge<f64>,
 }
 
 impl Readiness {
     pub fn new(
         reporter: HealthReporter,
         store: Arc<dyn EventStore>,
-        runners: Vec<ProjectionRunner>,
+        runners: Vec<(&'static str, ProjectionRunner)>,
         max_lag: Duration,
     ) -> Self {
+        let meter = crate::telemetry::meter();
         Self {
             reporter,
             store,
             runners,
             max_lag,
             reported: None,
+            lag_events: (meter.u64_gauge("ledger.projection.lag.events"))
+                .with_description("Events in the log not yet folded (counted up to 4096)")
+                .build(),
+            lag_seconds: (meter.f64_gauge("ledger.projection.lag.seconds"))
+                .with_unit("s")
+                .with_description("Age of the oldest event not yet folded")
+                .build(),
         }
     }
 
     /// Checks readiness now and reports it if it changed. Called once before the server
     /// listens, so its first answer is never a guess.
     pub async fn update(&mut self) {
-        let ready = match why_not_ready(self.store.as_ref(), &self.runners, self.max_lag).await {
+        let ready = match self.why_not_ready().await {
             None => ServingStatus::Serving,
             Some(reason) => {
                 if self.reported == Some(ServingStatus::Serving) {
@@ -72,6 +84,29 @@ impl Readiness {
         }
     }
 
+    /// Why the service is not ready, if it is not; measures each projection's lag on the way.
+    async fn why_not_ready(&self) -> Option<&'static str> {
+        let store = self.store.as_ref();
+        let head = match tokio::time::timeout(STORE_PATIENCE, store.head()).await {
+            Ok(Ok(head)) => head,
+            _ => return Some("the event store does not answer"),
+        };
+        let mut why = None;
+        for (name, runner) in &self.runners {
+            let position = runner.status().borrow().position;
+            let Ok(lag) = lag(store, position, head, LAG_COUNT_LIMIT).await else {
+                return Some("the event store does not answer");
+            };
+            let projection = [KeyValue::new("projection", *name)];
+            self.lag_events.record(lag.events, &projection);
+            self.lag_seconds.record(lag.seconds, &projection);
+            if lag.seconds > self.max_lag.as_secs_f64() {
+                why = Some("a projection is further behind the log than the ready lag");
+            }
+        }
+        why
+    }
+
     /// Checks readiness every moment until aborted.
     pub async fn run(mut self) {
         loop {
@@ -79,26 +114,4 @@ impl Readiness {
             self.update().await;
         }
     }
-}
-
-async fn why_not_ready(
-    store: &dyn EventStore,
-    runners: &[ProjectionRunner],
-    max_lag: Duration,
-) -> Option<&'static str> {
-    let head = match tokio::time::timeout(STORE_PATIENCE, store.head()).await {
-        Ok(Ok(head)) => head,
-        _ => return Some("the event store does not answer"),
-    };
-    for runner in runners {
-        let position = runner.status().borrow().position;
-        // Only the age of the oldest event not yet folded matters: count one.
-        let Ok(lag) = lag(store, position, head, 1).await else {
-            return Some("the event store does not answer");
-        };
-        if lag.seconds > max_lag.as_secs_f64() {
-            return Some("a projection is further behind the log than the ready lag");
-        }
-    }
-    None
 }
