@@ -78,6 +78,7 @@ async fn run(dir: &std::path::Path, events: usize) {
         limits: dialogue_ledger::limits::Limits::default(),
         ready_max_lag: Duration::from_secs(30),
         privacy: Default::default(),
+        tls: None,
     };
     let server = tokio::spawn(dialogue_ledger::serve(listener, options, async {
         let _ = stopped.await;
@@ -125,6 +126,7 @@ async fn run(dir: &std::path::Path, events: usize) {
 
     let options = VerifyOptions {
         server: endpoint,
+        tls: Default::default(),
         token,
         key,
         saved: None,

@@ -45,7 +45,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Server;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 
 use crate::access::AccessLog;
@@ -132,6 +132,37 @@ pub struct ServeOptions {
     /// The health check says NOT_SERVING while a projection is further behind the log than this.
     pub ready_max_lag: Duration,
     pub privacy: PrivacyOptions,
+    /// TLS for the listener; `None`: plaintext (on localhost, or behind a mesh that terminates TLS).
+    pub tls: Option<TlsOptions>,
+}
+
+/// The listener's TLS: its certificate and key, and for mutual TLS the CA client certificates
+/// must be signed by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsOptions {
+    /// The certificate chain, PEM.
+    pub cert: PathBuf,
+    /// The certificate's private key, PEM.
+    pub key: PathBuf,
+    /// With it, a client must present a certificate signed by this CA (PEM).
+    pub client_ca: Option<PathBuf>,
+}
+
+impl TlsOptions {
+    /// The server's TLS configuration, read from the files now.
+    pub fn server_config(&self) -> anyhow::Result<ServerTlsConfig> {
+        let read = |path: &Path, what: &str| {
+            std::fs::read(path)
+                .with_context(|| format!("cannot read the TLS {what} {}", path.display()))
+        };
+        let identity =
+            Identity::from_pem(read(&self.cert, "certificate")?, read(&self.key, "key")?);
+        let mut config = ServerTlsConfig::new().identity(identity);
+        if let Some(ca) = &self.client_ca {
+            config = config.client_ca_root(Certificate::from_pem(read(ca, "client CA")?));
+        }
+        Ok(config)
+    }
 }
 
 /// Runs a projection until the store closes, logging why if it stops on an error.
@@ -160,7 +191,13 @@ pub async fn serve(
             Policy::MIN_ANONYMITY
         );
     }
-    // Keys first: a wrong or missing master key stops start-up before anything is opened.
+    // TLS and keys first: a bad certificate or a wrong or missing master key stops start-up
+    // before anything is opened.
+    let mut server = Server::builder();
+    if let Some(tls) = &options.tls {
+        server = (server.tls_config(tls.server_config()?))
+            .context("the TLS certificate, key or client CA is not usable")?;
+    }
     let keys = privacy::open_key_ring(&options.privacy, &options.store, &options.data_dir).await?;
     let store = Backend::open(&options.store, &options.data_dir).await?;
     if let Backend::Embedded(embedded) = &store {
@@ -295,7 +332,7 @@ pub async fn serve(
             )
         };
     }
-    let server = Server::builder()
+    let server = server
         // Outermost, so a request refused for the cap is measured and traced too.
         .layer(
             tower::ServiceBuilder::new()

@@ -6,10 +6,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use dialogue_ledger::TlsOptions;
 use dialogue_ledger::auth::{Claims, DEFAULT_AUDIENCE, DEFAULT_ISSUER, LocalKeys};
 use dialogue_ledger::limits::{
     DEFAULT_MAX_CONCURRENT_REQUESTS, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_SUBSCRIPTIONS, Limits,
 };
+use dialogue_ledger::operator::ClientTls;
 use dialogue_ledger::privacy::{KeySource, PrivacyOptions};
 use dialogue_ledger::serving::DEFAULT_READY_MAX_LAG_SECS;
 use dialogue_ledger::store::{DEFAULT_STORE_NAMESPACE, StoreOptions};
@@ -58,6 +60,8 @@ enum Command {
     Status {
         #[arg(long, default_value = "http://127.0.0.1:50051")]
         server: String,
+        #[command(flatten)]
+        tls: ClientTlsArgs,
         /// A bearer token of the server's (any role).
         #[arg(long, env = "LEDGER_TOKEN")]
         token: String,
@@ -75,6 +79,8 @@ enum Command {
             conflicts_with = "data_dir"
         )]
         server: String,
+        #[command(flatten)]
+        tls: ClientTlsArgs,
         /// A bearer token of an auditor of the tenant (with --server).
         #[arg(long, env = "LEDGER_TOKEN", required_unless_present = "data_dir")]
         token: Option<String>,
@@ -183,6 +189,15 @@ struct ServeArgs {
     /// RESOURCE_EXHAUSTED).
     #[arg(long, env = "LEDGER_MAX_SUBSCRIPTIONS", default_value_t = DEFAULT_MAX_SUBSCRIPTIONS)]
     max_subscriptions: usize,
+    /// Serve TLS with this certificate chain (PEM); needs --tls-key. Without: plaintext.
+    #[arg(long, env = "LEDGER_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The TLS certificate's private key (PEM).
+    #[arg(long, env = "LEDGER_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Mutual TLS: require client certificates signed by this CA (PEM).
+    #[arg(long, env = "LEDGER_TLS_CLIENT_CA", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
     /// Requests in flight at once, across all callers (more are refused at once with
     /// RESOURCE_EXHAUSTED and a RetryInfo; health checks never are).
     #[arg(long, env = "LEDGER_MAX_CONCURRENT_REQUESTS", default_value_t = DEFAULT_MAX_CONCURRENT_REQUESTS as u64, value_parser = clap::value_parser!(u64).range(1..))]
@@ -223,6 +238,29 @@ struct ServeArgs {
     log: LogKey,
 }
 
+/// How the operator's commands meet a server at an `https://` URL.
+#[derive(Debug, clap::Args)]
+struct ClientTlsArgs {
+    /// The CA that signed the server's TLS certificate (PEM).
+    #[arg(long)]
+    ca_cert: Option<PathBuf>,
+    /// This client's certificate (PEM), for a server that requires one (mutual TLS).
+    #[arg(long, requires = "client_key")]
+    client_cert: Option<PathBuf>,
+    /// This client's certificate key (PEM).
+    #[arg(long, requires = "client_cert")]
+    client_key: Option<PathBuf>,
+}
+
+impl From<ClientTlsArgs> for ClientTls {
+    fn from(args: ClientTlsArgs) -> Self {
+        Self {
+            ca: args.ca_cert,
+            identity: args.client_cert.zip(args.client_key),
+        }
+    }
+}
+
 /// Which key signs checkpoints, under which name.
 #[derive(Debug, clap::Args)]
 struct LogKey {
@@ -237,6 +275,8 @@ struct LogKey {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Two TLS crypto providers are linked in (through dependencies): name the one to use.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let telemetry = Telemetry::install()?;
     let outcome = run().await;
     telemetry.shutdown().await;
@@ -276,6 +316,9 @@ async fn run() -> anyhow::Result<()> {
             max_message_bytes,
             max_subscriptions,
             max_concurrent_requests,
+            tls_cert,
+            tls_key,
+            tls_client_ca,
             rate_limit,
             rate_limit_burst,
             ready_max_lag_secs,
@@ -328,15 +371,21 @@ async fn run() -> anyhow::Result<()> {
                     previous_master_key: key_source(previous_master_key_file, previous_master_key),
                     allow_self_erasure,
                 },
+                tls: tls_cert.zip(tls_key).map(|(cert, key)| TlsOptions {
+                    cert,
+                    key,
+                    client_ca: tls_client_ca,
+                }),
             };
             dialogue_ledger::serve(listener, options, shutdown).await
         }
         Command::Status {
             server,
+            tls,
             token,
             json,
         } => {
-            let status = operator::status(&server, &token).await?;
+            let status = operator::status(&server, &tls.into(), &token).await?;
             if json {
                 println!("{}", operator::as_json(&status));
             } else {
@@ -346,6 +395,7 @@ async fn run() -> anyhow::Result<()> {
         }
         Command::Verify {
             server,
+            tls,
             token,
             data_dir,
             tenant,
@@ -368,6 +418,7 @@ async fn run() -> anyhow::Result<()> {
                     let save = save_checkpoint;
                     let options = VerifyOptions {
                         server,
+                        tls: tls.into(),
                         token,
                         key,
                         saved,

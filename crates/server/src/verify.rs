@@ -15,7 +15,7 @@ use ledger_proto::v1 as api;
 use ledger_proto::v1::ledger_client::LedgerClient;
 use ledger_store::EventStore;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Request, Status};
 
 /// What to verify, and against what.
@@ -23,6 +23,8 @@ use tonic::{Request, Status};
 pub struct VerifyOptions {
     /// The server's gRPC URL, such as `http://127.0.0.1:50051`.
     pub server: String,
+    /// How to meet the server over TLS (`https://`).
+    pub tls: crate::operator::ClientTls,
     /// A bearer token of an auditor (or admin) of the tenant.
     pub token: String,
     /// The checkpoint verifier key (`dialogue-ledger checkpoint-key` prints it).
@@ -119,10 +121,7 @@ fn failed(reason: impl Into<String>, first_bad_leaf: Option<u64>) -> Verdict {
 pub async fn verify(options: &VerifyOptions) -> anyhow::Result<Verdict> {
     let verifier = NoteVerifier::parse(&options.key).context("malformed verifier key")?;
     let bearer = Bearer::new(&options.token)?;
-    let channel = Endpoint::from_shared(options.server.clone())?
-        .connect()
-        .await
-        .with_context(|| format!("cannot connect to {}", options.server))?;
+    let channel = crate::operator::connect(&options.server, &options.tls).await?;
     let mut client =
         LedgerClient::with_interceptor(channel, bearer).max_decoding_message_size(64 << 20);
 
