@@ -242,3 +242,68 @@ async fn not_ready_while_the_projections_are_further_behind_than_the_ready_lag()
     }
     assert!(server.terminate().await.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebuild_restores_a_projections_documents_from_the_log() {
+    let data_dir = tempfile::tempdir().unwrap();
+    write_log(data_dir.path()).await;
+    let server = ServerProcess::start(data_dir.path());
+    wait_until(data_dir.path(), |c| {
+        c.len() == PROJECTIONS && c.iter().all(|p| *p == EVENTS)
+    })
+    .await;
+    let dir = data_dir.path().to_str().unwrap();
+    // The embedded store is the server's while it runs.
+    let refused = rebuild(&["staffing", "--data-dir", dir]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("in use"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert!(server.terminate().await.success());
+    let before = documents(data_dir.path());
+
+    // Lose the staffing documents behind the checkpoint's back: only a rebuild brings them back.
+    let staffing = (files(data_dir.path()).into_iter())
+        .find(|file| {
+            file.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .contains("staffing")
+        })
+        .expect("the staffing read models' file");
+    let lost = rusqlite::Connection::open(&staffing)
+        .unwrap()
+        .execute("DELETE FROM documents", [])
+        .unwrap();
+    assert!(lost > 0);
+    assert_ne!(documents(data_dir.path()), before);
+
+    let output = rebuild(&["staffing", "--data-dir", dir, "--json"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let rebuilt: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(rebuilt["projection"], "staffing");
+    assert_eq!(rebuilt["position"], EVENTS);
+    assert_eq!(rebuilt["left_to_replica"], false);
+    assert!(
+        documents(data_dir.path()) == before,
+        "the rebuilt documents differ"
+    );
+
+    let unknown = rebuild(&["staffng", "--data-dir", dir]);
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("evaluation-briefs, staffing"));
+}
+
+fn rebuild(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(ledger_e2e::server::server_binary())
+        .arg("rebuild")
+        .args(args)
+        .output()
+        .unwrap()
+}

@@ -8,6 +8,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use dialogue_ledger::auth::{Claims, DEFAULT_AUDIENCE, DEFAULT_ISSUER, LocalKeys};
 use tonic::transport::{Channel, Endpoint};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
 
 use crate::RunOptions;
 
@@ -53,24 +56,34 @@ impl Target {
             child: Some(child),
             _data_dir: Some(data_dir),
         };
-        target.wait_until_listening().await?;
+        target.wait_until_serving().await?;
         Ok(target)
     }
 
-    async fn wait_until_listening(&self) -> anyhow::Result<()> {
+    /// Waits until the server answers its health check: the port accepts connections before
+    /// the server has set up (its token key among the rest).
+    async fn wait_until_serving(&self) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(30);
-        while Endpoint::from_shared(self.endpoint.clone())?
-            .connect()
-            .await
-            .is_err()
-        {
+        loop {
+            if let Ok(channel) = Endpoint::from_shared(self.endpoint.clone())?
+                .connect()
+                .await
+            {
+                let check = HealthClient::new(channel)
+                    .check(HealthCheckRequest::default())
+                    .await;
+                if check
+                    .is_ok_and(|answer| answer.into_inner().status == ServingStatus::Serving as i32)
+                {
+                    return Ok(());
+                }
+            }
             anyhow::ensure!(
                 Instant::now() < deadline,
-                "the server did not start listening"
+                "the server did not start serving"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Ok(())
     }
 
     pub(crate) async fn channel(&self) -> anyhow::Result<Channel> {

@@ -8,6 +8,7 @@ pub mod ledger;
 pub mod limits;
 pub mod operator;
 pub mod privacy;
+pub mod proto_json;
 pub mod read_models;
 pub mod services;
 pub mod serving;
@@ -165,6 +166,16 @@ impl TlsOptions {
     }
 }
 
+/// The projections the service runs, in the order of [`ReadModelRunners::named`].
+pub fn projections() -> [Arc<dyn Projection>; 4] {
+    [
+        Arc::new(EvaluationBriefs),
+        Arc::new(Staffing),
+        Arc::new(DevelopmentReviews),
+        Arc::new(DialogueHealth),
+    ]
+}
+
 /// Runs a projection until the store closes, logging why if it stops on an error.
 fn spawn_projection(
     runner: ProjectionRunner,
@@ -245,12 +256,7 @@ pub async fn serve(
         options.log_origin.clone(),
         access.clone(),
     );
-    let folds: [Arc<dyn Projection>; 4] = [
-        Arc::new(EvaluationBriefs),
-        Arc::new(Staffing),
-        Arc::new(DevelopmentReviews),
-        Arc::new(DialogueHealth),
-    ];
+    let folds = projections();
     let documents = store::open_documents(&options.store, &options.data_dir, &folds).await?;
     let runner = || ProjectionRunner::new(shared_store.clone(), documents.clone());
     let runners = ReadModelRunners {

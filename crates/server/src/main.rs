@@ -100,6 +100,36 @@ enum Command {
         #[arg(long)]
         save_checkpoint: Option<PathBuf>,
     },
+    /// Rebuilds a projection from position zero, offline: stop the server first on the embedded
+    /// store; on PostgreSQL a running replica holding the projection rebuilds it after the reset.
+    Rebuild {
+        /// evaluation-briefs, staffing, development-reviews or dialogue-health.
+        projection: String,
+        #[arg(long, env = "LEDGER_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Prints JSON instead of a sentence.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Writes a tenant's ledger from a server, up to its signed checkpoint, as JSON Lines (one
+    /// event a line, metadata and payload in proto3 JSON, personal text still sealed).
+    Export {
+        #[arg(long, default_value = "http://127.0.0.1:50051")]
+        server: String,
+        #[command(flatten)]
+        tls: ClientTlsArgs,
+        /// A bearer token of an auditor (or admin) of the tenant.
+        #[arg(long, env = "LEDGER_TOKEN")]
+        token: String,
+        /// The file to write; without it, standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Prints the summary as JSON (on standard error when the events go to standard output).
+        #[arg(long)]
+        json: bool,
+    },
     /// Prints the verifier key of the checkpoint signing key, for `verify --key`.
     CheckpointKey {
         #[arg(long, env = "LEDGER_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
@@ -151,16 +181,8 @@ struct ServeArgs {
     /// start's token keys.
     #[arg(long, env = "LEDGER_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
     data_dir: PathBuf,
-    /// The event store: embedded (in the data directory), postgres or eventstoredb.
-    #[arg(long, env = "LEDGER_STORE", value_enum, default_value_t = StoreKind::Embedded)]
-    store: StoreKind,
-    /// The server's URL: postgres://user:password@host/db, or esdb://host:2113 (for
-    /// postgres and eventstoredb).
-    #[arg(long, env = "LEDGER_STORE_URL", hide_env_values = true)]
-    store_url: Option<String>,
-    /// The PostgreSQL schema, or the EventStoreDB stream prefix, of the event store.
-    #[arg(long, env = "LEDGER_STORE_NAMESPACE", default_value = DEFAULT_STORE_NAMESPACE)]
-    store_namespace: String,
+    #[command(flatten)]
+    store: StoreArgs,
     /// Seconds to wait for open requests after SIGINT/SIGTERM before stopping anyway.
     #[arg(long, env = "LEDGER_SHUTDOWN_GRACE_SECS", default_value_t = DEFAULT_SHUTDOWN_GRACE_SECS)]
     shutdown_grace_secs: u64,
@@ -238,6 +260,38 @@ struct ServeArgs {
     log: LogKey,
 }
 
+/// Which event store, where.
+#[derive(Debug, clap::Args)]
+struct StoreArgs {
+    /// The event store: embedded (in the data directory), postgres or eventstoredb.
+    #[arg(long, env = "LEDGER_STORE", value_enum, default_value_t = StoreKind::Embedded)]
+    store: StoreKind,
+    /// The server's URL: postgres://user:password@host/db, or esdb://host:2113 (for
+    /// postgres and eventstoredb).
+    #[arg(long, env = "LEDGER_STORE_URL", hide_env_values = true)]
+    store_url: Option<String>,
+    /// The PostgreSQL schema, or the EventStoreDB stream prefix, of the event store.
+    #[arg(long, env = "LEDGER_STORE_NAMESPACE", default_value = DEFAULT_STORE_NAMESPACE)]
+    store_namespace: String,
+}
+
+impl StoreArgs {
+    fn options(self) -> anyhow::Result<StoreOptions> {
+        let url = || (self.store_url.clone()).context("this --store needs --store-url");
+        Ok(match self.store {
+            StoreKind::Embedded => StoreOptions::Embedded,
+            StoreKind::Postgres => StoreOptions::Postgres {
+                url: url()?,
+                schema: self.store_namespace,
+            },
+            StoreKind::Eventstoredb => StoreOptions::EventStoreDb {
+                url: url()?,
+                namespace: self.store_namespace,
+            },
+        })
+    }
+}
+
 /// How the operator's commands meet a server at an `https://` URL.
 #[derive(Debug, clap::Args)]
 struct ClientTlsArgs {
@@ -305,8 +359,6 @@ async fn run() -> anyhow::Result<()> {
             listen,
             data_dir,
             store,
-            store_url,
-            store_namespace,
             shutdown_grace_secs,
             jwt_public_key,
             jwt_issuer,
@@ -333,18 +385,7 @@ async fn run() -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
             let shutdown = shutdown_signal()?;
-            let url = || store_url.clone().context("this --store needs --store-url");
-            let store = match store {
-                StoreKind::Embedded => StoreOptions::Embedded,
-                StoreKind::Postgres => StoreOptions::Postgres {
-                    url: url()?,
-                    schema: store_namespace,
-                },
-                StoreKind::Eventstoredb => StoreOptions::EventStoreDb {
-                    url: url()?,
-                    namespace: store_namespace,
-                },
-            };
+            let store = store.options()?;
             let options = ServeOptions {
                 store,
                 auth: AuthOptions {
@@ -378,6 +419,67 @@ async fn run() -> anyhow::Result<()> {
                 }),
             };
             dialogue_ledger::serve(listener, options, shutdown).await
+        }
+        Command::Rebuild {
+            projection,
+            data_dir,
+            store,
+            json,
+        } => {
+            let rebuilt =
+                operator::rebuild(&store.options()?, &data_dir, &projection, !json).await?;
+            if json {
+                println!("{}", operator::rebuilt_json(&rebuilt));
+            } else if rebuilt.left_to_replica {
+                println!(
+                    "{} reset; the replica that runs it rebuilds it from position zero",
+                    rebuilt.projection
+                );
+            } else {
+                println!(
+                    "{} rebuilt up to log position {} in {:.1} s",
+                    rebuilt.projection,
+                    rebuilt.position.unwrap_or(0),
+                    rebuilt.seconds
+                );
+            }
+            Ok(())
+        }
+        Command::Export {
+            server,
+            tls,
+            token,
+            out,
+            json,
+        } => {
+            let tls = tls.into();
+            let exported = match &out {
+                Some(path) => {
+                    let file = std::fs::File::create(path)
+                        .with_context(|| format!("cannot create {}", path.display()))?;
+                    let mut file = std::io::BufWriter::new(file);
+                    operator::export(&server, &tls, &token, &mut file, true).await?
+                }
+                None => {
+                    let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
+                    operator::export(&server, &tls, &token, &mut stdout, true).await?
+                }
+            };
+            let summary = if json {
+                operator::exported_json(&exported).to_string()
+            } else {
+                format!(
+                    "exported {} events of {}, root {}",
+                    exported.events, exported.origin, exported.root
+                )
+            };
+            // The summary never mixes with events written to standard output.
+            if out.is_some() {
+                println!("{summary}");
+            } else {
+                eprintln!("{summary}");
+            }
+            Ok(())
         }
         Command::Status {
             server,

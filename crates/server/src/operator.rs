@@ -1,14 +1,25 @@
-//! The operator's `status` command: where a running server's log and projections stand, as a
-//! table for people or as JSON for scripts; and how the operator's commands reach a server.
+//! The operator's commands beside `serve` and `verify`: `status` (where a running server's log
+//! and projections stand, as a table for people or as JSON for scripts), `rebuild` (a projection
+//! from position zero, offline) and `export` (a tenant's ledger as JSON Lines); and how they reach
+//! a server.
 
 use std::path::PathBuf;
 
+use std::io::IsTerminal;
+use std::path::Path;
+use std::time::Instant;
+
 use anyhow::Context;
+use base64::Engine as _;
+use indicatif::{ProgressBar, ProgressStyle};
+use ledger_projections::ProjectionRunner;
 use ledger_proto::v1 as api;
+use ledger_proto::v1::ledger_client::LedgerClient;
 use ledger_proto::v1::read_models_client::ReadModelsClient;
 use serde_json::json;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
+use crate::store::{Backend, StoreOptions};
 use crate::verify::Bearer;
 
 /// How a client of the operator's commands meets a server that serves TLS.
@@ -101,4 +112,207 @@ pub fn as_table(status: &api::GetProjectionStatusResponse) -> String {
         ));
     }
     out
+}
+
+/// What `rebuild` did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rebuilt {
+    pub projection: &'static str,
+    /// The log position the projection stands at now; `None` for an empty log.
+    pub position: Option<u64>,
+    pub seconds: f64,
+    /// A running replica holds the projection's lease: it rebuilds the projection itself, from
+    /// the reset this command made.
+    pub left_to_replica: bool,
+}
+
+/// Drops projection `name`'s documents and checkpoint and folds the log into it again from
+/// position zero, up to the log's head when it starts. For the embedded store the server must be
+/// stopped (the data directory is locked); on PostgreSQL a replica holding the projection's lease
+/// rebuilds it itself after the reset.
+pub async fn rebuild(
+    store: &StoreOptions,
+    data_dir: &Path,
+    name: &str,
+    progress: bool,
+) -> anyhow::Result<Rebuilt> {
+    let started = Instant::now();
+    let all = crate::projections();
+    let projection = (all.iter())
+        .find(|projection| projection.name() == name)
+        .cloned()
+        .with_context(|| {
+            let names: Vec<_> = all.iter().map(|p| p.name()).collect();
+            format!("no projection {name}; there are {}", names.join(", "))
+        })?;
+    let name = projection.name();
+    let backend = Backend::open(store, data_dir).await?;
+    let documents = crate::store::open_documents(store, data_dir, &all).await?;
+    let models = projection.models();
+    let lease = {
+        let documents = documents.clone();
+        tokio::task::spawn_blocking(move || -> anyhow::Result<bool> {
+            documents.reset(name, models)?;
+            // Held only to see whether a replica holds it; the runner takes it again.
+            Ok(documents.lease(name)?.is_some())
+        })
+        .await??
+    };
+    let log = backend.shared();
+    let head = log.head().await?;
+    if !lease {
+        backend.close().await?;
+        return Ok(Rebuilt {
+            projection: name,
+            position: None,
+            seconds: started.elapsed().as_secs_f64(),
+            left_to_replica: true,
+        });
+    }
+    let runner = ProjectionRunner::new(log, documents);
+    let mut status = runner.status();
+    let running = tokio::spawn(runner.run(projection));
+    let bar = if progress && std::io::stderr().is_terminal() {
+        ProgressBar::new(head.map_or(0, |head| head.commit()))
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{msg} {bar:40} {pos}/{len} log position {per_sec} eta {eta}")
+            .expect("a valid template"),
+    );
+    bar.set_message(name);
+    let position = loop {
+        let position = status.borrow_and_update().position;
+        bar.set_position(position.map_or(0, |p| p.commit()));
+        if position >= head {
+            break position;
+        }
+        if running.is_finished() || status.changed().await.is_err() {
+            backend.close().await?;
+            running.await??;
+            anyhow::bail!("projection {name} stopped before it caught up");
+        }
+    };
+    bar.finish_and_clear();
+    backend.close().await?;
+    running.await??;
+    Ok(Rebuilt {
+        projection: name,
+        position: position.map(|p| p.commit()),
+        seconds: started.elapsed().as_secs_f64(),
+        left_to_replica: false,
+    })
+}
+
+pub fn rebuilt_json(rebuilt: &Rebuilt) -> serde_json::Value {
+    json!({
+        "projection": rebuilt.projection,
+        "position": rebuilt.position,
+        "seconds": rebuilt.seconds,
+        "left_to_replica": rebuilt.left_to_replica,
+    })
+}
+
+/// What `export` wrote: the events of the tree the server's signed checkpoint covers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Exported {
+    pub events: u64,
+    /// The log's name in the checkpoint, `<origin>/<tenant>`.
+    pub origin: String,
+    /// The root hash of the tree of the exported events, base64, as the signed checkpoint has it.
+    pub root: String,
+    /// The signed checkpoint note, for `verify --checkpoint` against a later state of the log.
+    pub note: String,
+}
+
+/// Writes the caller's tenant's ledger from `server`, up to its signed checkpoint, to `out` as
+/// JSON Lines: one event a line with its leaf index, stream, revision, id, type, time, and its
+/// metadata and payload in proto3 JSON. Personal text stays sealed (it is ciphertext in the log;
+/// only the Privacy service opens it, for its subject). Needs an auditor's or admin's token.
+pub async fn export(
+    server: &str,
+    tls: &ClientTls,
+    token: &str,
+    out: &mut dyn std::io::Write,
+    progress: bool,
+) -> anyhow::Result<Exported> {
+    let channel = connect(server, tls).await?;
+    let mut client = LedgerClient::with_interceptor(channel, Bearer::new(token)?)
+        .max_decoding_message_size(64 << 20);
+    let refused = |status: tonic::Status| {
+        anyhow::anyhow!(
+            "{server} answered {:?}: {}",
+            status.code(),
+            status.message()
+        )
+    };
+    let checkpoint = (client.get_checkpoint(api::GetCheckpointRequest {}).await)
+        .map_err(refused)?
+        .into_inner();
+    let bar = if progress && std::io::stderr().is_terminal() {
+        ProgressBar::new(checkpoint.tree_size)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} events {per_sec} eta {eta}")
+            .expect("a valid template"),
+    );
+    let mut events = (client
+        .replay_all(api::ReplayAllRequest { from_leaf_index: 0 })
+        .await)
+        .map_err(refused)?
+        .into_inner();
+    let mut written = 0;
+    while written < checkpoint.tree_size {
+        let Some(event) = events.message().await.map_err(refused)? else {
+            anyhow::bail!(
+                "the server ended the log at {written} events; its checkpoint has {}",
+                checkpoint.tree_size
+            );
+        };
+        let line = exported_event(&event)?;
+        serde_json::to_writer(&mut *out, &line)?;
+        out.write_all(b"\n")?;
+        written += 1;
+        bar.inc(1);
+    }
+    out.flush()?;
+    bar.finish_and_clear();
+    Ok(Exported {
+        events: written,
+        origin: checkpoint.origin,
+        root: base64::engine::general_purpose::STANDARD.encode(&checkpoint.root_hash),
+        note: checkpoint.note,
+    })
+}
+
+/// One event as a line of the export.
+fn exported_event(event: &api::LedgerEvent) -> anyhow::Result<serde_json::Value> {
+    let id = uuid::Uuid::from_slice(&event.event_id).context("an event id is not 16 bytes")?;
+    let as_json = |type_name: &str, bytes: &[u8]| {
+        crate::proto_json::to_json(type_name, bytes).map_err(|error| {
+            anyhow::anyhow!("event {} ({}): {error}", event.leaf_index, event.event_type)
+        })
+    };
+    Ok(json!({
+        "leaf_index": event.leaf_index,
+        "stream": event.stream,
+        "revision": event.revision,
+        "event_id": id,
+        "event_type": event.event_type,
+        "recorded_at_micros": event.recorded_at_micros,
+        "metadata": as_json("dialogue.ledger.events.v1.EventMetadata", &event.metadata)?,
+        "payload": as_json(&event.event_type, &event.payload)?,
+    }))
+}
+
+pub fn exported_json(exported: &Exported) -> serde_json::Value {
+    json!({
+        "events": exported.events,
+        "origin": exported.origin,
+        "root": exported.root,
+        "note": exported.note,
+    })
 }

@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -12,7 +12,6 @@ use ledger_domain::{Event, Id, Role, pb, to_timestamp};
 use ledger_privacy::{KeyRing, KeyStore, MasterKey, Opened, PostgresKeys, SqliteKeys};
 use ledger_proto::v1 as api;
 use ledger_store::{AllRead, EventStore, ExpectedVersion, Metadata, NewEvent, StreamName};
-use prost_reflect::{DescriptorPool, DynamicMessage};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -234,23 +233,14 @@ fn privileged(principal: &Principal) -> bool {
     principal.actor.has(Role::Hr) || principal.actor.has(Role::Admin)
 }
 
-/// The descriptors of every message, for proto3 JSON.
-static DESCRIPTORS: LazyLock<DescriptorPool> = LazyLock::new(|| {
-    DescriptorPool::decode(ledger_proto::FILE_DESCRIPTOR_SET).expect("the build's descriptors")
-});
-
 /// `event` in proto3 JSON.
 fn to_json(event: &Event) -> Result<String, Status> {
-    let internal = |error: &dyn std::fmt::Display| {
-        tracing::error!(%error, event_type = event.type_name(), "an event does not convert to JSON");
-        Status::internal("internal error")
-    };
-    let descriptor = DESCRIPTORS
-        .get_message_by_name(event.type_name())
-        .ok_or_else(|| internal(&"no descriptor"))?;
-    let message =
-        DynamicMessage::decode(descriptor, event.encode().as_slice()).map_err(|e| internal(&e))?;
-    serde_json::to_string(&message).map_err(|e| internal(&e))
+    crate::proto_json::to_json(event.type_name(), &event.encode())
+        .map(|json| json.to_string())
+        .map_err(|error| {
+            tracing::error!(%error, event_type = event.type_name(), "an event does not convert to JSON");
+            Status::internal("internal error")
+        })
 }
 
 /// Whether `event`, the first of its stream, makes the stream `person`'s.
