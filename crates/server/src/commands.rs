@@ -22,6 +22,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::auth::Principal;
+use crate::states::{Handled, Loaded, States};
 use crate::status;
 use crate::telemetry::TraceContext;
 use ledger_privacy::KeyRing;
@@ -37,6 +38,8 @@ const MAX_ATTEMPTS: u32 = 64;
 
 /// The most people loaded to walk manager chains for one command.
 const MAX_PERSONS: usize = 64;
+/// Aggregate states kept in memory at most: about 100 MiB at a kilobyte each.
+const STATES_KEPT: usize = 100_000;
 
 /// Metadata keys stored with every event a command appends.
 const COMMAND_ID: &str = "command_id";
@@ -119,21 +122,23 @@ pub struct CommandHandler {
     keys: Arc<KeyRing>,
     /// Events per append, by aggregate kind.
     append_sizes: Histogram<u64>,
-}
-
-/// An aggregate's stream, read and folded.
-struct Loaded<A> {
-    state: A,
-    version: Option<u64>,
-    stored: Vec<RecordedEvent>,
+    states: Option<States>,
 }
 
 impl CommandHandler {
-    pub fn new(store: Arc<dyn EventStore>, policy: Policy, keys: Arc<KeyRing>) -> Self {
+    /// `keep_states`: keep aggregate states in memory between commands, which is right only when
+    /// this process is the log's one writer (see [`States`]).
+    pub fn new(
+        store: Arc<dyn EventStore>,
+        policy: Policy,
+        keys: Arc<KeyRing>,
+        keep_states: bool,
+    ) -> Self {
         Self {
             store,
             policy,
             keys,
+            states: keep_states.then(|| States::new(STATES_KEPT)),
             append_sizes: (crate::telemetry::meter().u64_histogram("ledger.append.events"))
                 .with_description("Events a command appended at once")
                 .with_boundaries(vec![1.0, 2.0, 4.0, 8.0, 16.0, 64.0])
@@ -223,11 +228,19 @@ impl CommandHandler {
                 .await?;
             let appending = new_events.len() as u64;
             let append = tracing::info_span!("append", stream = %stream, events = appending);
-            match (self.store.append(&stream, expected, new_events))
+            let kept = self.states.is_some().then(|| new_events.clone());
+            let outcome = (self.store.append(&stream, expected, new_events))
                 .instrument(append)
-                .await
-            {
+                .await;
+            if let (Some(states), Err(_)) = (&self.states, &outcome) {
+                // Whatever failed, the log says what the stream holds now.
+                states.forget(stream.as_str());
+            }
+            match outcome {
                 Ok(appended) => {
+                    if let Some(kept) = kept {
+                        self.appended(&stream, loaded, envelope, &kept, &appended)?;
+                    }
                     (self.append_sizes).record(appending, &[KeyValue::new("aggregate", A::KIND)]);
                     tracing::debug!(stream = %stream, command_id = %envelope.command_id, "command appended");
                     return Ok(api::CommandResult {
@@ -258,23 +271,79 @@ impl CommandHandler {
     }
 
     async fn load<A: Aggregate>(&self, stream: &StreamName) -> Result<Loaded<A>, Status> {
+        if let Some(loaded) = (self.states.as_ref()).and_then(|states| states.get(stream.as_str()))
+        {
+            return Ok(loaded);
+        }
         let stored = (self
             .store
             .read_stream(stream, StreamRead::Forward { from: 0 }, usize::MAX)
             .await)
             .map_err(|e| status::from_store(e, "loading an aggregate"))?;
         let mut state = A::default();
+        let mut handled = Vec::new();
         for recorded in &stored {
             if let Some(event) = decode(recorded)? {
                 state = A::evolve(state, &event);
             }
+            let extra = &recorded.metadata.extra;
+            if let Some(command_id) = extra.get(COMMAND_ID) {
+                handled.push(Handled {
+                    command_id: command_id.clone(),
+                    hash: extra.get(COMMAND_HASH).cloned().unwrap_or_default(),
+                    revision: recorded.revision,
+                    position: recorded.position,
+                });
+            }
         }
-        let version = stored.last().map(|event| event.revision);
-        Ok(Loaded {
+        let loaded = Loaded {
             state,
-            version,
-            stored,
-        })
+            version: stored.last().map(|event| event.revision),
+            handled: Arc::new(handled),
+        };
+        if let Some(states) = &self.states {
+            states.put(stream.as_str(), loaded.clone());
+        }
+        Ok(loaded)
+    }
+
+    /// Keeps the state after `appended` (as a read of the log would fold it: text sealed).
+    fn appended<A: Aggregate>(
+        &self,
+        stream: &StreamName,
+        loaded: Loaded<A>,
+        envelope: &Envelope,
+        new_events: &[NewEvent],
+        appended: &ledger_store::AppendResult,
+    ) -> Result<(), Status> {
+        let Some(states) = &self.states else {
+            return Ok(());
+        };
+        let mut state = loaded.state;
+        for new in new_events {
+            if let Some(event) = Event::decode(&new.event_type, &new.payload).map_err(|error| {
+                tracing::error!(%stream, %error, "an appended event does not decode");
+                Status::internal("internal error")
+            })? {
+                state = A::evolve(state, &event);
+            }
+        }
+        let mut handled = Vec::clone(&loaded.handled);
+        handled.push(Handled {
+            command_id: envelope.command_id.clone(),
+            hash: (new_events.first())
+                .and_then(|new| new.metadata.extra.get(COMMAND_HASH).cloned())
+                .unwrap_or_default(),
+            revision: appended.revision,
+            position: appended.position,
+        });
+        let after = Loaded {
+            state,
+            version: Some(appended.revision),
+            handled: Arc::new(handled),
+        };
+        states.put(stream.as_str(), after);
+        Ok(())
     }
 
     /// If this command was handled before, what it returned; ALREADY_EXISTS if its id was used
@@ -285,15 +354,15 @@ impl CommandHandler {
         loaded: &Loaded<A>,
         envelope: &Envelope,
     ) -> Result<Option<api::CommandResult>, Status> {
-        let mine = (loaded.stored.iter())
-            .filter(|event| event.metadata.extra.get(COMMAND_ID) == Some(&envelope.command_id));
-        let Some(last) = mine.last() else {
+        let mine =
+            (loaded.handled.iter().rev()).find(|handled| handled.command_id == envelope.command_id);
+        let Some(last) = mine else {
             return Ok(None);
         };
         let hash = self
             .command_hash(principal, loaded.state.data_subject(), envelope)
             .await?;
-        if last.metadata.extra.get(COMMAND_HASH) != Some(&hash) {
+        if last.hash != hash {
             return Err(Status::already_exists(format!(
                 "command id {} was already used with a different request",
                 envelope.command_id

@@ -13,6 +13,7 @@ pub mod read_models;
 pub mod services;
 pub mod serving;
 pub mod settings;
+pub mod states;
 pub mod status;
 pub mod store;
 pub mod telemetry;
@@ -226,10 +227,13 @@ pub async fn serve(
         anonymity_threshold: options.anonymity_threshold,
     };
     let shared_store: Arc<dyn EventStore> = store.shared();
+    // The embedded log has one writer, this process: states kept between commands stay true.
+    let one_writer = matches!(store, Backend::Embedded(_));
     let handler = Arc::new(CommandHandler::new(
         shared_store.clone(),
         policy,
         keys.clone(),
+        one_writer,
     ));
     // Replicas share the PostgreSQL key store: each must hear of the others' erasures.
     let evictions = matches!(store, Backend::Postgres(_))

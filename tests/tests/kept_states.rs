@@ -1,0 +1,156 @@
+//! Aggregate states kept in memory between commands (the embedded store) decide as the log does:
+//! a command sees the effect of the one acknowledged just before it on another aggregate, a retry
+//! is recognised from memory and again after a restart reads the log, and what the state forbids
+//! stays forbidden across the restart.
+
+use ledger_domain::pb;
+use ledger_e2e::server::{ServerProcess, authed};
+use ledger_proto::v1 as api;
+use ledger_proto::v1::ledger_client::LedgerClient;
+use ledger_proto::v1::org_directory_client::OrgDirectoryClient;
+use ledger_proto::v1::sessions_client::SessionsClient;
+use prost::Message;
+use tonic::Code;
+
+fn schedule(command_id: &str, session_id: &str) -> api::ScheduleSessionRequest {
+    api::ScheduleSessionRequest {
+        command_id: command_id.into(),
+        session_id: session_id.into(),
+        member_id: "mia".into(),
+        partner_id: "lee".into(),
+        purposes: vec![pb::Purpose::Growth.into()],
+        hoped_response: pb::HopedResponse::JustListen.into(),
+        scheduled_at: Some(prost_types::Timestamp {
+            seconds: 1_800_000_000,
+            nanos: 0,
+        }),
+        ..Default::default()
+    }
+}
+
+fn agree(command_id: &str, text: &str) -> api::AgreeActionItemRequest {
+    api::AgreeActionItemRequest {
+        command_id: command_id.into(),
+        session_id: "s-2".into(),
+        item_id: "a-1".into(),
+        owner_id: "mia".into(),
+        text: text.into(),
+        ..Default::default()
+    }
+}
+
+/// How the session's scheduling event classified the relationship.
+async fn relationship(server: &ServerProcess, session: &str) -> i32 {
+    let auditor = server.token("acme", "audra", &["auditor"]);
+    let read = api::ReadStreamRequest {
+        stream: format!("session-{session}"),
+        limit: 1,
+        ..Default::default()
+    };
+    let events = LedgerClient::new(server.channel().await)
+        .read_stream(authed(&auditor, read))
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    pb::SessionScheduled::decode(&events[0].payload[..])
+        .unwrap()
+        .relationship
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_states_decide_as_the_log_does_before_and_after_a_restart() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(data_dir.path());
+    let service = server.token("acme", "hr-sync", &["service"]);
+    let mut org = OrgDirectoryClient::new(server.channel().await);
+    let unit = api::DefineOrgUnitRequest {
+        command_id: "u".into(),
+        org_unit_id: "sales".into(),
+        name: "Sales".into(),
+        ..Default::default()
+    };
+    org.define_org_unit(authed(&service, unit)).await.unwrap();
+    for person in ["mia", "lee"] {
+        let register = api::RegisterPersonRequest {
+            command_id: format!("r-{person}"),
+            person_id: person.into(),
+            display_name: person.into(),
+            org_unit_id: "sales".into(),
+            ..Default::default()
+        };
+        org.register_person(authed(&service, register))
+            .await
+            .unwrap();
+    }
+    let mia = server.token("acme", "mia", &["member"]);
+    let mut sessions = SessionsClient::new(server.channel().await);
+    // Peers first; then lee becomes mia's manager and the very next session is vertical.
+    sessions
+        .schedule_session(authed(&mia, schedule("s1", "s-1")))
+        .await
+        .unwrap();
+    assert_ne!(
+        relationship(&server, "s-1").await,
+        pb::Relationship::VerticalDirect as i32
+    );
+    let assign = api::AssignManagerRequest {
+        command_id: "m".into(),
+        person_id: "mia".into(),
+        manager_id: "lee".into(),
+        ..Default::default()
+    };
+    org.assign_manager(authed(&service, assign)).await.unwrap();
+    sessions
+        .schedule_session(authed(&mia, schedule("s2", "s-2")))
+        .await
+        .unwrap();
+    assert_eq!(
+        relationship(&server, "s-2").await,
+        pb::Relationship::VerticalDirect as i32
+    );
+
+    let agreed = sessions
+        .agree_action_item(authed(&mia, agree("a", "draft the plan")))
+        .await
+        .unwrap()
+        .into_inner();
+    let retried = sessions
+        .agree_action_item(authed(&mia, agree("a", "draft the plan")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(retried, agreed);
+    let reused = sessions
+        .agree_action_item(authed(&mia, agree("a", "something else")))
+        .await
+        .unwrap_err();
+    assert_eq!(reused.code(), Code::AlreadyExists, "{reused:?}");
+    let again = sessions
+        .agree_action_item(authed(&mia, agree("a2", "draft the plan")))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (again.code(), again.message()),
+        (Code::AlreadyExists, "action item a-1 already exists")
+    );
+
+    assert!(server.terminate().await.success());
+    let server = ServerProcess::start(data_dir.path());
+    let mia = server.token("acme", "mia", &["member"]);
+    let mut sessions = SessionsClient::new(server.channel().await);
+    let retried = sessions
+        .agree_action_item(authed(&mia, agree("a", "draft the plan")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(retried, agreed, "the retry after the restart");
+    let again = sessions
+        .agree_action_item(authed(&mia, agree("a3", "draft the plan")))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (again.code(), again.message()),
+        (Code::AlreadyExists, "action item a-1 already exists")
+    );
+}
