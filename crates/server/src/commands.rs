@@ -122,7 +122,7 @@ pub struct CommandHandler {
     keys: Arc<KeyRing>,
     /// Events per append, by aggregate kind.
     append_sizes: Histogram<u64>,
-    states: Option<States>,
+    states: Option<Arc<States>>,
 }
 
 impl CommandHandler {
@@ -138,7 +138,7 @@ impl CommandHandler {
             store,
             policy,
             keys,
-            states: keep_states.then(|| States::new(STATES_KEPT)),
+            states: keep_states.then(|| Arc::new(States::new(STATES_KEPT))),
             append_sizes: (crate::telemetry::meter().u64_histogram("ledger.append.events"))
                 .with_description("Events a command appended at once")
                 .with_boundaries(vec![1.0, 2.0, 4.0, 8.0, 16.0, 64.0])
@@ -228,19 +228,12 @@ impl CommandHandler {
                 .await?;
             let appending = new_events.len() as u64;
             let append = tracing::info_span!("append", stream = %stream, events = appending);
-            let kept = self.states.is_some().then(|| new_events.clone());
-            let outcome = (self.store.append(&stream, expected, new_events))
+            let outcome = self
+                .append(&stream, expected, new_events, loaded, envelope)
                 .instrument(append)
                 .await;
-            if let (Some(states), Err(_)) = (&self.states, &outcome) {
-                // Whatever failed, the log says what the stream holds now.
-                states.forget(stream.as_str());
-            }
             match outcome {
                 Ok(appended) => {
-                    if let Some(kept) = kept {
-                        self.appended(&stream, loaded, envelope, &kept, &appended)?;
-                    }
                     (self.append_sizes).record(appending, &[KeyValue::new("aggregate", A::KIND)]);
                     tracing::debug!(stream = %stream, command_id = %envelope.command_id, "command appended");
                     return Ok(api::CommandResult {
@@ -307,43 +300,36 @@ impl CommandHandler {
         Ok(loaded)
     }
 
-    /// Keeps the state after `appended` (as a read of the log would fold it: text sealed).
-    fn appended<A: Aggregate>(
+    /// Appends and keeps the stream's new state. Runs to its end even when the caller goes away
+    /// (its deadline passes, it cancels): an acknowledged append is never missing from a kept
+    /// state. Whatever failed, the stream's state is forgotten: the log says what it holds.
+    async fn append<A: Aggregate>(
         &self,
         stream: &StreamName,
+        expected: ExpectedVersion,
+        new_events: Vec<NewEvent>,
         loaded: Loaded<A>,
         envelope: &Envelope,
-        new_events: &[NewEvent],
-        appended: &ledger_store::AppendResult,
-    ) -> Result<(), Status> {
-        let Some(states) = &self.states else {
-            return Ok(());
-        };
-        let mut state = loaded.state;
-        for new in new_events {
-            if let Some(event) = Event::decode(&new.event_type, &new.payload).map_err(|error| {
-                tracing::error!(%stream, %error, "an appended event does not decode");
-                Status::internal("internal error")
-            })? {
-                state = A::evolve(state, &event);
+    ) -> Result<ledger_store::AppendResult, ledger_store::Error> {
+        let (store, states) = (self.store.clone(), self.states.clone());
+        let (stream, command_id) = (stream.clone(), envelope.command_id.clone());
+        let appending = async move {
+            let Some(states) = states else {
+                return store.append(&stream, expected, new_events).await;
+            };
+            let outcome = store.append(&stream, expected, new_events.clone()).await;
+            match &outcome {
+                Ok(appended) => match state_after(loaded, command_id, &new_events, appended) {
+                    Some(after) => states.put(stream.as_str(), after),
+                    None => states.forget(stream.as_str()),
+                },
+                Err(_) => states.forget(stream.as_str()),
             }
-        }
-        let mut handled = Vec::clone(&loaded.handled);
-        handled.push(Handled {
-            command_id: envelope.command_id.clone(),
-            hash: (new_events.first())
-                .and_then(|new| new.metadata.extra.get(COMMAND_HASH).cloned())
-                .unwrap_or_default(),
-            revision: appended.revision,
-            position: appended.position,
-        });
-        let after = Loaded {
-            state,
-            version: Some(appended.revision),
-            handled: Arc::new(handled),
+            outcome
         };
-        states.put(stream.as_str(), after);
-        Ok(())
+        tokio::spawn(appending.in_current_span())
+            .await
+            .expect("appending does not panic")
     }
 
     /// If this command was handled before, what it returned; ALREADY_EXISTS if its id was used
@@ -490,6 +476,41 @@ impl CommandHandler {
         }
         Ok(world)
     }
+}
+
+/// The state after `new_events` were appended as `appended` (folded from the stored, sealed
+/// events, as a read of the log would); `None` if one does not decode.
+fn state_after<A: Aggregate>(
+    loaded: Loaded<A>,
+    command_id: String,
+    new_events: &[NewEvent],
+    appended: &ledger_store::AppendResult,
+) -> Option<Loaded<A>> {
+    let mut state = loaded.state;
+    for new in new_events {
+        match Event::decode(&new.event_type, &new.payload) {
+            Ok(Some(event)) => state = A::evolve(state, &event),
+            Ok(None) => {}
+            Err(error) => {
+                tracing::error!(%error, event_type = %new.event_type, "an appended event does not decode");
+                return None;
+            }
+        }
+    }
+    let mut handled = Vec::clone(&loaded.handled);
+    handled.push(Handled {
+        command_id,
+        hash: (new_events.first())
+            .and_then(|new| new.metadata.extra.get(COMMAND_HASH).cloned())
+            .unwrap_or_default(),
+        revision: appended.revision,
+        position: appended.position,
+    });
+    Some(Loaded {
+        state,
+        version: Some(appended.revision),
+        handled: Arc::new(handled),
+    })
 }
 
 /// The ids among `raw` that are well-formed; malformed ones are the decider's to report.
