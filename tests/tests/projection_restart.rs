@@ -307,3 +307,68 @@ fn rebuild(args: &[&str]) -> std::process::Output {
         .output()
         .unwrap()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_current_query_answers_from_where_the_projection_stands() {
+    use ledger_e2e::server::authed;
+    use ledger_proto::v1 as api;
+    use ledger_proto::v1::read_models_client::ReadModelsClient;
+
+    let data_dir = tempfile::tempdir().unwrap();
+    write_log(data_dir.path()).await;
+    let server = ServerProcess::start(data_dir.path());
+    let hr = server.token("acme", "hr-1", &["hr"]);
+    let mut read_models = ReadModelsClient::new(server.channel().await);
+    let brief = |freshness: &str| {
+        let mut request = authed(
+            &hr,
+            api::GetEvaluationBriefRequest {
+                member_id: "m1".into(),
+                period: "2026-H2".into(),
+                ..Default::default()
+            },
+        );
+        (request.metadata_mut()).insert("x-ledger-freshness", freshness.parse().unwrap());
+        request
+    };
+    let refused = read_models
+        .get_evaluation_brief(brief("soon"))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    assert!(
+        refused.message().contains("x-ledger-freshness"),
+        "{refused:?}"
+    );
+
+    // While the projection catches up, `current` answers as of where it stands, never past the
+    // log; once it has caught up, at the log's head, as `head` does. (Each query appends its
+    // access record, so the log grows a little as we ask.)
+    let stood = |answer: api::EvaluationBrief| answer.as_of.map_or(0, |p| p.commit);
+    let mut positions = Vec::new();
+    loop {
+        let current = read_models
+            .get_evaluation_brief(brief("current"))
+            .await
+            .unwrap();
+        let position = stood(current.into_inner());
+        let status = read_models
+            .get_projection_status(authed(&hr, api::GetProjectionStatusRequest {}))
+            .await
+            .unwrap()
+            .into_inner();
+        let head = status.head.map_or(0, |p| p.commit);
+        assert!(position <= head, "{position} past the head {head}");
+        positions.push(position);
+        if position >= EVENTS {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(positions.is_sorted(), "{positions:?}");
+    let head = read_models
+        .get_evaluation_brief(brief("head"))
+        .await
+        .unwrap();
+    assert!(stood(head.into_inner()) >= *positions.last().unwrap());
+}

@@ -70,6 +70,10 @@ pub(crate) struct RunOptions {
     /// Evaluation-brief queries per second beside the commands (0: none).
     #[arg(long, default_value_t = 1000)]
     queries_per_second: u32,
+    /// Queries ask for the read model as it stands (`x-ledger-freshness: current`) instead of
+    /// waiting for the projection to reach the log's head.
+    #[arg(long)]
+    queries_current: bool,
     /// The tenant; a fresh one per run by default, so runs against one server do not meet.
     #[arg(long)]
     tenant: Option<String>,

@@ -422,6 +422,7 @@ pub(crate) async fn run(options: &RunOptions) -> anyhow::Result<Figures> {
         ReadModelsClient::new(target.channel().await?),
         org.clone(),
         options.queries_per_second,
+        options.queries_current,
         deadline,
     ));
     let lag = tokio::spawn(sample_lag(
@@ -466,6 +467,7 @@ async fn query(
     client: ReadModelsClient<Channel>,
     org: Arc<Org>,
     per_second: u32,
+    current: bool,
     deadline: Instant,
 ) -> (Recorder, u64) {
     let recorder = Arc::new(Mutex::new(Recorder::default()));
@@ -485,7 +487,7 @@ async fn query(
         };
         n += 1;
         let m = (n * 31) % org.members.len();
-        let request = authed(
+        let mut request = authed(
             &org.tokens[m],
             api::GetEvaluationBriefRequest {
                 member_id: org.members[m].clone(),
@@ -493,6 +495,9 @@ async fn query(
                 ..Default::default()
             },
         );
+        if current {
+            (request.metadata_mut()).insert("x-ledger-freshness", "current".parse().unwrap());
+        }
         let (mut client, recorder) = (client.clone(), recorder.clone());
         tokio::spawn(async move {
             let started = Instant::now();

@@ -55,6 +55,35 @@ const DEVELOPMENT_MODELS: [&str; 4] = [
 type ChangeStream =
     std::pin::Pin<Box<dyn futures::Stream<Item = Result<api::ReadModelChange, Status>> + Send>>;
 
+/// How fresh a query's answer must be, from the request's `x-ledger-freshness` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Freshness {
+    /// The default: what the log had acknowledged when the query came (waits for it briefly), so
+    /// a caller reads its own writes.
+    Head,
+    /// `current`: where the read model stands, at once (for tools that follow rather than write).
+    Current,
+}
+
+impl Freshness {
+    const HEADER: &str = "x-ledger-freshness";
+
+    fn of<T>(request: &Request<T>) -> Result<Self, Status> {
+        match request
+            .metadata()
+            .get(Self::HEADER)
+            .map(|value| value.to_str())
+        {
+            None | Some(Ok("head")) => Ok(Self::Head),
+            Some(Ok("current")) => Ok(Self::Current),
+            Some(_) => Err(status::invalid_argument(
+                Self::HEADER,
+                "must be head (the default) or current",
+            )),
+        }
+    }
+}
+
 /// How long a query waits for the projection to reach what the log has acknowledged (so a
 /// caller reads its own writes); after that it answers as of where the projection stands.
 const FRESHNESS_PATIENCE: Duration = Duration::from_secs(2);
@@ -168,12 +197,16 @@ impl ReadModelsService {
     /// projection folded afresh up to `as_of`.
     async fn documents_at(
         &self,
+        freshness: Freshness,
         as_of: Option<api::AsOf>,
         runner: &ProjectionRunner,
         projection: Arc<dyn Projection>,
         tenant: &str,
     ) -> Result<(Arc<dyn DocumentStore>, Option<Position>), Status> {
         let until = match as_of.and_then(|as_of| as_of.point) {
+            None if freshness == Freshness::Current => {
+                return Ok((self.documents.clone(), runner.status().borrow().position));
+            }
             None => return Ok((self.documents.clone(), self.fresh(runner).await?)),
             Some(api::as_of::Point::Position(p)) => {
                 AsOf::Position(Position::new(p.commit, p.prepare))
@@ -387,6 +420,7 @@ impl api::read_models_server::ReadModels for ReadModelsService {
         request: Request<api::GetEvaluationBriefRequest>,
     ) -> Result<Response<api::EvaluationBrief>, Status> {
         let caller = Principal::of(&request)?;
+        let freshness = Freshness::of(&request)?;
         let request = request.into_inner();
         let member = Id::parse("member_id", &request.member_id).map_err(status::from_domain)?;
         check_period("period", &request.period).map_err(status::from_domain)?;
@@ -401,6 +435,7 @@ impl api::read_models_server::ReadModels for ReadModelsService {
         }
         let (documents, as_of) = self
             .documents_at(
+                freshness,
                 request.as_of,
                 &self.runners.briefs,
                 Arc::new(EvaluationBriefs),
@@ -424,6 +459,7 @@ impl api::read_models_server::ReadModels for ReadModelsService {
         request: Request<api::GetStaffingProfileRequest>,
     ) -> Result<Response<api::StaffingProfile>, Status> {
         let caller = Principal::of(&request)?;
+        let freshness = Freshness::of(&request)?;
         let request = request.into_inner();
         let member = Id::parse("member_id", &request.member_id).map_err(status::from_domain)?;
         let allowed = self.may_read_member(&caller, &member).await?;
@@ -438,6 +474,7 @@ impl api::read_models_server::ReadModels for ReadModelsService {
         let tenant = caller.tenant.as_str();
         let (documents, as_of) = self
             .documents_at(
+                freshness,
                 request.as_of,
                 &self.runners.staffing,
                 Arc::new(Staffing),
@@ -453,6 +490,7 @@ impl api::read_models_server::ReadModels for ReadModelsService {
         request: Request<api::GetDevelopmentReviewRequest>,
     ) -> Result<Response<api::DevelopmentReview>, Status> {
         let caller = Principal::of(&request)?;
+        let freshness = Freshness::of(&request)?;
         let request = request.into_inner();
         let member = Id::parse("member_id", &request.member_id).map_err(status::from_domain)?;
         let reader = self.relation(&caller, &member).await?;
@@ -473,6 +511,7 @@ impl api::read_models_server::ReadModels for ReadModelsService {
         let development = Arc::new(DevelopmentReviews);
         let (documents, as_of) = self
             .documents_at(
+                freshness,
                 request.as_of,
                 &self.runners.development,
                 development,
@@ -481,6 +520,7 @@ impl api::read_models_server::ReadModels for ReadModelsService {
             .await?;
         let (evaluation_documents, _) = self
             .documents_at(
+                freshness,
                 request.as_of,
                 &self.runners.briefs,
                 Arc::new(EvaluationBriefs),
@@ -505,6 +545,7 @@ impl api::read_models_server::ReadModels for ReadModelsService {
         request: Request<api::GetDialogueHealthRequest>,
     ) -> Result<Response<api::DialogueHealth>, Status> {
         let caller = Principal::of(&request)?;
+        let freshness = Freshness::of(&request)?;
         let request = request.into_inner();
         let unit = self
             .unit_scope(&caller, &request.org_unit_id, &request.period)
@@ -513,6 +554,7 @@ impl api::read_models_server::ReadModels for ReadModelsService {
         let now = moment(request.as_of.as_ref());
         let (documents, as_of) = self
             .documents_at(
+                freshness,
                 request.as_of,
                 &self.runners.health,
                 Arc::new(DialogueHealth),
@@ -521,6 +563,7 @@ impl api::read_models_server::ReadModels for ReadModelsService {
             .await?;
         let (evaluation_documents, _) = self
             .documents_at(
+                freshness,
                 request.as_of,
                 &self.runners.briefs,
                 Arc::new(EvaluationBriefs),
@@ -608,6 +651,7 @@ impl api::read_models_server::ReadModels for ReadModelsService {
         request: Request<api::GetEngagementContextRequest>,
     ) -> Result<Response<api::EngagementContext>, Status> {
         let caller = Principal::of(&request)?;
+        let freshness = Freshness::of(&request)?;
         let request = request.into_inner();
         let unit = self
             .unit_scope(&caller, &request.org_unit_id, &request.period)
@@ -616,6 +660,7 @@ impl api::read_models_server::ReadModels for ReadModelsService {
         let now = moment(request.as_of.as_ref());
         let (documents, as_of) = self
             .documents_at(
+                freshness,
                 request.as_of,
                 &self.runners.health,
                 Arc::new(DialogueHealth),
@@ -761,6 +806,7 @@ impl api::read_models_server::ReadModels for ReadModelsService {
                 "staffing candidates are searched by hr",
             ));
         }
+        let freshness = Freshness::of(&request)?;
         let request = request.into_inner();
         if request.skills.is_empty() && request.interests.is_empty() {
             return Err(status::invalid_argument(
@@ -775,6 +821,7 @@ impl api::read_models_server::ReadModels for ReadModelsService {
         };
         let (documents, as_of) = self
             .documents_at(
+                freshness,
                 request.as_of,
                 &self.runners.staffing,
                 Arc::new(Staffing),
