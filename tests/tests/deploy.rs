@@ -56,6 +56,13 @@ fn names(node: Option<&Yaml>) -> BTreeSet<String> {
     }
 }
 
+/// What the binary reads besides its `LEDGER_*` options: the log filter and OpenTelemetry's.
+const OTHER_VARIABLES: [&str; 3] = [
+    "RUST_LOG",
+    "OTEL_SERVICE_NAME",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+];
+
 /// The `LEDGER_*` variables `dialogue-ledger serve` reads, from its help.
 fn variables_the_binary_reads() -> BTreeSet<String> {
     let help = std::process::Command::new(ledger_e2e::server::server_binary())
@@ -333,7 +340,7 @@ fn the_kubernetes_manifests_fit_together_and_set_only_known_variables() {
     let known = variables_the_binary_reads();
     for variable in &variables {
         assert!(
-            known.contains(variable) || variable == "RUST_LOG",
+            known.contains(variable) || OTHER_VARIABLES.contains(&variable.as_str()),
             "{variable} is not a variable dialogue-ledger serve reads"
         );
     }
