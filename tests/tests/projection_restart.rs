@@ -372,3 +372,54 @@ async fn a_current_query_answers_from_where_the_projection_stands() {
         .unwrap();
     assert!(stood(head.into_inner()) >= *positions.last().unwrap());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_past_its_deadline_is_dropped_by_the_server() {
+    use ledger_e2e::server::authed;
+    use ledger_proto::v1 as api;
+    use ledger_proto::v1::read_models_client::ReadModelsClient;
+
+    let data_dir = tempfile::tempdir().unwrap();
+    write_log(data_dir.path()).await;
+    let server = ServerProcess::start(data_dir.path());
+    let hr = server.token("acme", "hr-1", &["hr"]);
+    let mut read_models = ReadModelsClient::new(server.channel().await);
+    // As of the log's end: the brief is folded afresh from the whole log, which takes a while.
+    let brief = |deadline: Option<Duration>| {
+        let mut request = authed(
+            &hr,
+            api::GetEvaluationBriefRequest {
+                member_id: "m1".into(),
+                period: "2026-H2".into(),
+                as_of: Some(api::AsOf {
+                    point: Some(api::as_of::Point::Position(api::Position {
+                        commit: EVENTS,
+                        prepare: EVENTS,
+                    })),
+                }),
+            },
+        );
+        if let Some(deadline) = deadline {
+            request.set_timeout(deadline);
+        }
+        request
+    };
+    let started = Instant::now();
+    read_models.get_evaluation_brief(brief(None)).await.unwrap();
+    let whole = started.elapsed();
+    let deadline = Duration::from_millis(20);
+    assert!(whole > deadline * 3, "the slow query took only {whole:?}");
+
+    let started = Instant::now();
+    let dropped = read_models
+        .get_evaluation_brief(brief(Some(deadline)))
+        .await
+        .unwrap_err();
+    let took = started.elapsed();
+    // The server's answer (tonic's grpc-timeout handling drops the handler): CANCELLED.
+    assert_eq!(dropped.code(), tonic::Code::Cancelled, "{dropped:?}");
+    assert!(
+        took < whole / 2,
+        "answered after {took:?}; the whole query takes {whole:?}"
+    );
+}
