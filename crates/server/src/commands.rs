@@ -317,13 +317,30 @@ impl CommandHandler {
             let Some(states) = states else {
                 return store.append(&stream, expected, new_events).await;
             };
-            let outcome = store.append(&stream, expected, new_events.clone()).await;
-            match &outcome {
-                Ok(appended) => match state_after(loaded, command_id, &new_events, appended) {
-                    Some(after) => states.put(stream.as_str(), after),
-                    None => states.forget(stream.as_str()),
-                },
-                Err(_) => states.forget(stream.as_str()),
+            // What the events leave, folded before they are handed to the store.
+            let Loaded { state, handled, .. } = loaded;
+            let hash = (new_events.first())
+                .and_then(|new| new.metadata.extra.get(COMMAND_HASH).cloned())
+                .unwrap_or_default();
+            let state = evolved(state, &new_events);
+            let outcome = store.append(&stream, expected, new_events).await;
+            match (&outcome, state) {
+                (Ok(appended), Some(state)) => {
+                    let mut handled = Vec::clone(&handled);
+                    handled.push(Handled {
+                        command_id,
+                        hash,
+                        revision: appended.revision,
+                        position: appended.position,
+                    });
+                    let after = Loaded {
+                        state,
+                        version: Some(appended.revision),
+                        handled: Arc::new(handled),
+                    };
+                    states.put(stream.as_str(), after);
+                }
+                _ => states.forget(stream.as_str()),
             }
             outcome
         };
@@ -478,15 +495,9 @@ impl CommandHandler {
     }
 }
 
-/// The state after `new_events` were appended as `appended` (folded from the stored, sealed
-/// events, as a read of the log would); `None` if one does not decode.
-fn state_after<A: Aggregate>(
-    loaded: Loaded<A>,
-    command_id: String,
-    new_events: &[NewEvent],
-    appended: &ledger_store::AppendResult,
-) -> Option<Loaded<A>> {
-    let mut state = loaded.state;
+/// `state` after `new_events`, folded from their stored (sealed) form as a read of the log would
+/// fold them; `None` if one does not decode.
+fn evolved<A: Aggregate>(mut state: A, new_events: &[NewEvent]) -> Option<A> {
     for new in new_events {
         match Event::decode(&new.event_type, &new.payload) {
             Ok(Some(event)) => state = A::evolve(state, &event),
@@ -497,20 +508,7 @@ fn state_after<A: Aggregate>(
             }
         }
     }
-    let mut handled = Vec::clone(&loaded.handled);
-    handled.push(Handled {
-        command_id,
-        hash: (new_events.first())
-            .and_then(|new| new.metadata.extra.get(COMMAND_HASH).cloned())
-            .unwrap_or_default(),
-        revision: appended.revision,
-        position: appended.position,
-    });
-    Some(Loaded {
-        state,
-        version: Some(appended.revision),
-        handled: Arc::new(handled),
-    })
+    Some(state)
 }
 
 /// The ids among `raw` that are well-formed; malformed ones are the decider's to report.
