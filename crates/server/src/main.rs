@@ -58,13 +58,8 @@ enum Command {
     Config(ServeArgs),
     /// Where a running server's log and projections stand (lag in events and seconds).
     Status {
-        #[arg(long, default_value = "http://127.0.0.1:50051")]
-        server: String,
         #[command(flatten)]
-        tls: ClientTlsArgs,
-        /// A bearer token of the server's (any role).
-        #[arg(long, env = "LEDGER_TOKEN")]
-        token: String,
+        remote: Remote,
         /// Prints JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -116,13 +111,8 @@ enum Command {
     /// Writes a tenant's ledger from a server, up to its signed checkpoint, as JSON Lines (one
     /// event a line, metadata and payload in proto3 JSON, personal text still sealed).
     Export {
-        #[arg(long, default_value = "http://127.0.0.1:50051")]
-        server: String,
         #[command(flatten)]
-        tls: ClientTlsArgs,
-        /// A bearer token of an auditor (or admin) of the tenant.
-        #[arg(long, env = "LEDGER_TOKEN")]
-        token: String,
+        remote: Remote,
         /// The file to write; without it, standard output.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -292,6 +282,20 @@ impl StoreArgs {
     }
 }
 
+/// Which running server an operator's command asks, and as whom.
+#[derive(Debug, clap::Args)]
+struct Remote {
+    /// The server's gRPC URL (`https://` for TLS).
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    server: String,
+    #[command(flatten)]
+    tls: ClientTlsArgs,
+    /// A bearer token of the server's: any role for `status`, an auditor's or admin's of the
+    /// tenant for `export`.
+    #[arg(long, env = "LEDGER_TOKEN")]
+    token: String,
+}
+
 /// How the operator's commands meet a server at an `https://` URL.
 #[derive(Debug, clap::Args)]
 struct ClientTlsArgs {
@@ -446,25 +450,19 @@ async fn run() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Export {
-            server,
-            tls,
-            token,
+            remote: Remote { server, tls, token },
             out,
             json,
         } => {
             let tls = tls.into();
-            let exported = match &out {
-                Some(path) => {
-                    let file = std::fs::File::create(path)
-                        .with_context(|| format!("cannot create {}", path.display()))?;
-                    let mut file = std::io::BufWriter::new(file);
-                    operator::export(&server, &tls, &token, &mut file, true).await?
-                }
-                None => {
-                    let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
-                    operator::export(&server, &tls, &token, &mut stdout, true).await?
-                }
+            let mut events: Box<dyn std::io::Write> = match &out {
+                Some(path) => Box::new(std::io::BufWriter::new(
+                    std::fs::File::create(path)
+                        .with_context(|| format!("cannot create {}", path.display()))?,
+                )),
+                None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
             };
+            let exported = operator::export(&server, &tls, &token, &mut events, true).await?;
             let summary = if json {
                 operator::exported_json(&exported).to_string()
             } else {
@@ -482,9 +480,7 @@ async fn run() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Status {
-            server,
-            tls,
-            token,
+            remote: Remote { server, tls, token },
             json,
         } => {
             let status = operator::status(&server, &tls.into(), &token).await?;

@@ -22,6 +22,20 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 use crate::store::{Backend, StoreOptions};
 use crate::verify::Bearer;
 
+/// A progress bar of `len` steps drawn with `template` on standard error, when `shown` and it is
+/// a terminal; hidden otherwise.
+pub(crate) fn progress_bar(shown: bool, len: u64, template: &str) -> ProgressBar {
+    if !(shown && std::io::stderr().is_terminal()) {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    bar.set_style(ProgressStyle::with_template(template).expect("a valid template"));
+    bar
+}
+
+/// The bar of work counted in events.
+pub(crate) const EVENTS_BAR: &str = "{bar:40} {pos}/{len} events {per_sec} eta {eta}";
+
 /// How a client of the operator's commands meets a server that serves TLS.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClientTls {
@@ -172,14 +186,10 @@ pub async fn rebuild(
     let runner = ProjectionRunner::new(log, documents);
     let mut status = runner.status();
     let running = tokio::spawn(runner.run(projection));
-    let bar = if progress && std::io::stderr().is_terminal() {
-        ProgressBar::new(head.map_or(0, |head| head.commit()))
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{msg} {bar:40} {pos}/{len} log position {per_sec} eta {eta}")
-            .expect("a valid template"),
+    let bar = progress_bar(
+        progress,
+        head.map_or(0, |head| head.commit()),
+        "{msg} {bar:40} {pos}/{len} log position {per_sec} eta {eta}",
     );
     bar.set_message(name);
     let position = loop {
@@ -250,15 +260,7 @@ pub async fn export(
     let checkpoint = (client.get_checkpoint(api::GetCheckpointRequest {}).await)
         .map_err(refused)?
         .into_inner();
-    let bar = if progress && std::io::stderr().is_terminal() {
-        ProgressBar::new(checkpoint.tree_size)
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} events {per_sec} eta {eta}")
-            .expect("a valid template"),
-    );
+    let bar = progress_bar(progress, checkpoint.tree_size, EVENTS_BAR);
     let mut events = (client
         .replay_all(api::ReplayAllRequest { from_leaf_index: 0 })
         .await)

@@ -3,11 +3,9 @@
 //! earlier. Trusts nothing the server says without a proof: a mismatch is located with
 //! consistency proofs against the signed root.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use indicatif::{ProgressBar, ProgressStyle};
 use ledger_audit::{
     Checkpoint, Frontier, Hash, MemoryTree, NoteVerifier, leaf_bytes, leaf_hash, verify_consistency,
 };
@@ -234,15 +232,7 @@ async fn replay(
     size: u64,
     progress: bool,
 ) -> anyhow::Result<Vec<Result<Hash, String>>> {
-    let bar = if progress && std::io::stderr().is_terminal() {
-        ProgressBar::new(size)
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} events {per_sec} eta {eta}")
-            .expect("a valid template"),
-    );
+    let bar = crate::operator::progress_bar(progress, size, crate::operator::EVENTS_BAR);
     let mut events = client
         .replay_all(api::ReplayAllRequest { from_leaf_index: 0 })
         .await?
