@@ -63,6 +63,34 @@ pub fn authed<T>(token: &str, message: T) -> tonic::Request<T> {
     request
 }
 
+/// Sets up tenant acme's org unit `sales` and registers `people` (id, display name) in it, as the
+/// hr-sync service.
+pub async fn set_up_sales(server: &ServerProcess, people: &[(&str, &str)]) {
+    use ledger_proto::v1 as api;
+    use ledger_proto::v1::org_directory_client::OrgDirectoryClient;
+    let service = server.token("acme", "hr-sync", &["service"]);
+    let mut org = OrgDirectoryClient::new(server.channel().await);
+    let unit = api::DefineOrgUnitRequest {
+        command_id: "u".into(),
+        org_unit_id: "sales".into(),
+        name: "Sales".into(),
+        ..Default::default()
+    };
+    org.define_org_unit(authed(&service, unit)).await.unwrap();
+    for (id, name) in people {
+        let register = api::RegisterPersonRequest {
+            command_id: format!("r-{id}"),
+            person_id: (*id).into(),
+            display_name: (*name).into(),
+            org_unit_id: "sales".into(),
+            ..Default::default()
+        };
+        org.register_person(authed(&service, register))
+            .await
+            .unwrap();
+    }
+}
+
 /// A running server process. Killed when dropped, unless stopped before.
 #[derive(Debug)]
 pub struct ServerProcess {

@@ -4,7 +4,7 @@
 //! stays forbidden across the restart.
 
 use ledger_domain::pb;
-use ledger_e2e::server::{ServerProcess, authed};
+use ledger_e2e::server::{ServerProcess, authed, set_up_sales};
 use ledger_proto::v1 as api;
 use ledger_proto::v1::ledger_client::LedgerClient;
 use ledger_proto::v1::org_directory_client::OrgDirectoryClient;
@@ -62,27 +62,9 @@ async fn relationship(server: &ServerProcess, session: &str) -> i32 {
 async fn kept_states_decide_as_the_log_does_before_and_after_a_restart() {
     let data_dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(data_dir.path());
+    set_up_sales(&server, &[("mia", "mia"), ("lee", "lee")]).await;
     let service = server.token("acme", "hr-sync", &["service"]);
     let mut org = OrgDirectoryClient::new(server.channel().await);
-    let unit = api::DefineOrgUnitRequest {
-        command_id: "u".into(),
-        org_unit_id: "sales".into(),
-        name: "Sales".into(),
-        ..Default::default()
-    };
-    org.define_org_unit(authed(&service, unit)).await.unwrap();
-    for person in ["mia", "lee"] {
-        let register = api::RegisterPersonRequest {
-            command_id: format!("r-{person}"),
-            person_id: person.into(),
-            display_name: person.into(),
-            org_unit_id: "sales".into(),
-            ..Default::default()
-        };
-        org.register_person(authed(&service, register))
-            .await
-            .unwrap();
-    }
     let mia = server.token("acme", "mia", &["member"]);
     let mut sessions = SessionsClient::new(server.channel().await);
     // Peers first; then lee becomes mia's manager and the very next session is vertical.

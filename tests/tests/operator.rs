@@ -5,10 +5,9 @@
 
 use std::process::{Command, Output};
 
-use ledger_e2e::server::{ServerProcess, authed, server_binary};
+use ledger_e2e::server::{ServerProcess, authed, server_binary, set_up_sales};
 use ledger_proto::v1 as api;
 use ledger_proto::v1::ledger_client::LedgerClient;
-use ledger_proto::v1::org_directory_client::OrgDirectoryClient;
 
 fn run(args: &[&str]) -> Output {
     Command::new(server_binary()).args(args).output().unwrap()
@@ -21,27 +20,7 @@ async fn an_export_holds_the_checkpoints_events_in_order_with_personal_text_seal
     let data_dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(data_dir.path());
     let channel = server.channel().await;
-    let service = server.token("acme", "hr-sync", &["service"]);
-    let mut org = OrgDirectoryClient::new(channel.clone());
-    let unit = api::DefineOrgUnitRequest {
-        command_id: "u".into(),
-        org_unit_id: "sales".into(),
-        name: "Sales".into(),
-        ..Default::default()
-    };
-    org.define_org_unit(authed(&service, unit)).await.unwrap();
-    for (i, name) in [MARKER, "Lee", "Ren"].into_iter().enumerate() {
-        let register = api::RegisterPersonRequest {
-            command_id: format!("r-{i}"),
-            person_id: format!("p{i}"),
-            display_name: name.into(),
-            org_unit_id: "sales".into(),
-            ..Default::default()
-        };
-        org.register_person(authed(&service, register))
-            .await
-            .unwrap();
-    }
+    set_up_sales(&server, &[("p0", MARKER), ("p1", "Lee"), ("p2", "Ren")]).await;
     let auditor = server.token("acme", "audra", &["auditor"]);
     let checkpoint = LedgerClient::new(channel)
         .get_checkpoint(authed(&auditor, api::GetCheckpointRequest {}))

@@ -4,7 +4,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ledger_domain::pb;
-use ledger_e2e::server::{ServerProcess, authed};
+use ledger_e2e::server::{ServerProcess, authed, set_up_sales};
 use ledger_projections::periods_of;
 use ledger_proto::v1 as api;
 use ledger_proto::v1::goals_client::GoalsClient;
@@ -528,26 +528,8 @@ async fn subscribers_get_each_change_live_and_resume_after_reconnecting() {
         GoalsClient::new(channel.clone()),
     );
     let mut read_models = ReadModelsClient::new(channel.clone());
+    set_up_sales(&server, &[("lee", "lee"), ("mia", "mia"), ("ren", "ren")]).await;
     let service = server.token("acme", "hr-sync", &["service"]);
-    let unit = api::DefineOrgUnitRequest {
-        command_id: "u".into(),
-        org_unit_id: "sales".into(),
-        name: "Sales".into(),
-        ..Default::default()
-    };
-    org.define_org_unit(authed(&service, unit)).await.unwrap();
-    for person in ["lee", "mia", "ren"] {
-        let request = api::RegisterPersonRequest {
-            command_id: format!("reg-{person}"),
-            person_id: person.into(),
-            display_name: person.into(),
-            org_unit_id: "sales".into(),
-            ..Default::default()
-        };
-        org.register_person(authed(&service, request))
-            .await
-            .unwrap();
-    }
     let assign = api::AssignManagerRequest {
         command_id: "mgr".into(),
         person_id: "mia".into(),

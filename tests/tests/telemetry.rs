@@ -120,6 +120,48 @@ async fn eventually<T>(what: &str, mut found: impl FnMut() -> Option<T>) -> T {
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN_ID: &str = "00f067aa0ba902b7";
 
+fn caller_traceparent() -> String {
+    format!("00-{TRACE_ID}-{CALLER_SPAN_ID}-01")
+}
+
+/// Defines org unit sales as a service would that traces its calls: with a W3C `traceparent`.
+async fn define_sales_as_a_traced_caller(server: &ServerProcess) {
+    let service = server.token("acme", "hr-sync", &["service"]);
+    let mut request = authed(
+        &service,
+        api::DefineOrgUnitRequest {
+            command_id: "define-sales".into(),
+            org_unit_id: "sales".into(),
+            name: "Sales".into(),
+            ..Default::default()
+        },
+    );
+    (request.metadata_mut()).insert("traceparent", caller_traceparent().parse().unwrap());
+    OrgDirectoryClient::new(server.channel().await)
+        .define_org_unit(request)
+        .await
+        .unwrap();
+}
+
+/// The trace context the log's first event recorded, as an auditor reads it.
+async fn first_events_traceparent(server: &ServerProcess) -> Option<String> {
+    let auditor = server.token("acme", "audra", &["auditor"]);
+    let first = api::ReadAllRequest {
+        from_leaf_index: 0,
+        limit: 1,
+    };
+    let events = LedgerClient::new(server.channel().await)
+        .read_all(authed(&auditor, first))
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    let metadata = EventMetadata::decode(&events[0].metadata[..]).unwrap();
+    (metadata.extra.into_iter())
+        .find(|entry| entry.key == "traceparent")
+        .map(|entry| entry.value)
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
@@ -141,21 +183,7 @@ async fn spans_metrics_and_the_events_trace_context_reach_an_otlp_receiver() {
     );
     let channel = server.channel().await;
     let admin = server.token("acme", "hr-sync", &["service"]);
-    let mut request = authed(
-        &admin,
-        api::DefineOrgUnitRequest {
-            command_id: "define-sales".into(),
-            org_unit_id: "sales".into(),
-            name: "Sales".into(),
-            ..Default::default()
-        },
-    );
-    let traceparent = format!("00-{TRACE_ID}-{CALLER_SPAN_ID}-01");
-    (request.metadata_mut()).insert("traceparent", traceparent.parse().unwrap());
-    OrgDirectoryClient::new(channel.clone())
-        .define_org_unit(request)
-        .await
-        .unwrap();
+    define_sales_as_a_traced_caller(&server).await;
     // A refused call is measured with its code.
     let refused = OrgDirectoryClient::new(channel.clone())
         .define_org_unit(authed(&admin, api::DefineOrgUnitRequest::default()))
@@ -197,25 +225,8 @@ async fn spans_metrics_and_the_events_trace_context_reach_an_otlp_receiver() {
     assert!((received.service_names.lock().unwrap()).contains(&"ledger-under-test".to_owned()));
 
     // The event carries the server span's context: the trace leads from the event to the request.
-    let auditor = server.token("acme", "audra", &["auditor"]);
-    let events = LedgerClient::new(channel)
-        .read_all(authed(
-            &auditor,
-            api::ReadAllRequest {
-                from_leaf_index: 0,
-                limit: 10,
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .events;
-    let metadata = EventMetadata::decode(&events[0].metadata[..]).unwrap();
-    let recorded = (metadata.extra.iter())
-        .find(|entry| entry.key == "traceparent")
-        .map(|entry| entry.value.clone());
     assert_eq!(
-        recorded,
+        first_events_traceparent(&server).await,
         Some(format!("00-{TRACE_ID}-{}-01", hex(&rpc.span_id)))
     );
 
@@ -262,42 +273,11 @@ async fn spans_metrics_and_the_events_trace_context_reach_an_otlp_receiver() {
 async fn without_an_endpoint_nothing_is_exported_and_nothing_complains() {
     let data_dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(data_dir.path());
-    let admin = server.token("acme", "hr-sync", &["service"]);
-    let mut request = authed(
-        &admin,
-        api::DefineOrgUnitRequest {
-            command_id: "define-sales".into(),
-            org_unit_id: "sales".into(),
-            name: "Sales".into(),
-            ..Default::default()
-        },
-    );
-    let traceparent = format!("00-{TRACE_ID}-{CALLER_SPAN_ID}-01");
-    (request.metadata_mut()).insert("traceparent", traceparent.parse().unwrap());
-    let channel = server.channel().await;
-    OrgDirectoryClient::new(channel.clone())
-        .define_org_unit(request)
-        .await
-        .unwrap();
+    define_sales_as_a_traced_caller(&server).await;
     // Not exporting, the server has no span of its own: the event records the caller's context.
-    let auditor = server.token("acme", "audra", &["auditor"]);
-    let events = LedgerClient::new(channel)
-        .read_all(authed(
-            &auditor,
-            api::ReadAllRequest {
-                from_leaf_index: 0,
-                limit: 10,
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .events;
-    let metadata = EventMetadata::decode(&events[0].metadata[..]).unwrap();
-    assert!(
-        (metadata.extra.iter())
-            .any(|entry| entry.key == "traceparent" && entry.value == traceparent),
-        "{metadata:?}"
+    assert_eq!(
+        first_events_traceparent(&server).await,
+        Some(caller_traceparent())
     );
     let log = server.log();
     let complaints: Vec<_> = (log.iter())
