@@ -178,7 +178,9 @@ async fn killed_mid_catch_up_the_read_models_equal_a_rebuild() {
     let data_dir = tempfile::tempdir().unwrap();
     write_log(data_dir.path()).await;
 
-    let mut server = ServerProcess::start(data_dir.path());
+    // Small commits while catching up, so that the kill finds some committed and others not.
+    let mut server =
+        ServerProcess::start_with(data_dir.path(), &["--projection-commit-events", "1000"]);
     // Kill it once some batches are committed and others are not.
     wait_until(data_dir.path(), |c| {
         c.len() == PROJECTIONS && c.iter().any(|p| *p > 0 && *p < EVENTS)

@@ -15,7 +15,9 @@ use ledger_projections::development::DevelopmentReviews;
 use ledger_projections::evaluation::EvaluationBriefs;
 use ledger_projections::health::DialogueHealth;
 use ledger_projections::staffing::Staffing;
-use ledger_projections::{DocumentStore, EmbeddedDocuments, Projection, ProjectionRunner};
+use ledger_projections::{
+    DocumentStore, EmbeddedDocuments, Projection, ProjectionRunner, SharedLog,
+};
 use ledger_store::{EventStore, ExpectedVersion, Metadata, NewEvent, StreamName};
 use ledger_store_embedded::EmbeddedStore;
 use uuid::Uuid;
@@ -162,7 +164,7 @@ fn main() {
             started.elapsed().as_secs_f64()
         );
 
-        let shared: Arc<dyn EventStore> = Arc::new(store.clone());
+        let log = SharedLog::new(Arc::new(store.clone()));
         let projections: [Arc<dyn Projection>; 4] = [
             Arc::new(EvaluationBriefs),
             Arc::new(Staffing),
@@ -183,7 +185,7 @@ fn main() {
                 .is_none_or(|o| o.split(',').any(|n| n == p.name()))
         });
         for projection in chosen {
-            let runner = ProjectionRunner::new(shared.clone(), documents.clone());
+            let runner = ProjectionRunner::new(log.clone(), documents.clone());
             let name = projection.name();
             tasks.push(tokio::spawn(runner.clone().run(projection)));
             waits.push(tokio::spawn(async move {

@@ -119,7 +119,7 @@ pub async fn rebuild(
         if !batch.is_empty() {
             let (memory, folding, from) = (documents.clone(), projection.clone(), checkpoint);
             let folded = tokio::task::spawn_blocking(move || {
-                fold(memory.as_ref(), folding.as_ref(), from, &batch)
+                fold(memory.as_ref(), folding.as_ref(), from, batch)
             })
             .await
             .expect("folding does not panic")?;

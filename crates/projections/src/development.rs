@@ -12,7 +12,7 @@ use ledger_domain::{Event, Micros, pb};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::documents::{DocumentStore, Documents, Error};
+use crate::documents::{DocumentStore, Documents, Error, decode};
 use crate::evaluation::{self, GoalDoc};
 use crate::runner::{Applied, Projection};
 use crate::sharing::Sharing;
@@ -97,7 +97,7 @@ pub fn review(
         .goals
         .retain(|_, goal| development.contains(&goal.kind));
     for (key, body) in store.scan(INSIGHTS, &prefix)? {
-        let insight: DevelopmentInsight = serde_json::from_slice(&body)?;
+        let insight: DevelopmentInsight = decode(&body)?;
         let visible = match reader {
             Reader::Member => true,
             Reader::ManagerChain => insight.shared_with_manager_chain,
@@ -111,9 +111,7 @@ pub fn review(
         .insights
         .sort_by_key(|(_, insight)| insight.recorded_at);
     for (key, body) in store.scan(PARTNERS, &prefix)? {
-        review
-            .partners
-            .insert(id(&key), serde_json::from_slice(&body)?);
+        review.partners.insert(id(&key), decode(&body)?);
     }
     Ok(review)
 }
@@ -159,7 +157,7 @@ impl Projection for DevelopmentReviews {
     }
 
     fn version(&self) -> u32 {
-        3
+        4
     }
 
     fn models(&self) -> &'static [&'static str] {

@@ -1,5 +1,9 @@
-//! Where read models live: documents (JSON) by model and key, and each projection's checkpoint,
+//! Where read models live: documents by model and key, and each projection's checkpoint,
 //! written together in one transaction.
+//!
+//! Documents are encoded with postcard: compact and quick to write and read back, which is most
+//! of what catching up costs. The encoding follows the Rust types field by field, so any change
+//! to a document type bumps its projection's version (the projection is then rebuilt).
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -15,7 +19,7 @@ pub enum Error {
     #[error("read model database failed: {0}")]
     Database(String),
     #[error("a stored document does not decode")]
-    Document(#[from] serde_json::Error),
+    Document(#[from] postcard::Error),
     #[error("a stored event does not decode")]
     Event(String),
     /// A model or projection the store was not opened for.
@@ -59,6 +63,12 @@ pub enum Write {
 pub trait DocumentStore: Send + Sync + std::fmt::Debug + 'static {
     fn checkpoint(&self, projection: &str) -> Result<Option<Checkpoint>, Error>;
     fn get(&self, model: &str, key: &str) -> Result<Option<Vec<u8>>, Error>;
+    /// Reads documents one after another as of one moment, for as long as it lives: a fold
+    /// reads many, and one read transaction for them all costs far less than one each. It
+    /// sees what was committed when it began; callers keep newer writes at hand themselves.
+    fn reads(&self) -> Result<Box<dyn DocumentReads + '_>, Error> {
+        Ok(Box::new(EachOnItsOwn(self)))
+    }
     /// Every document of `model` whose key starts with `prefix`, in key order.
     fn scan(&self, model: &str, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, Error>;
     /// Applies `writes` and moves the projection's checkpoint from `from` to `to`, atomically;
@@ -81,6 +91,20 @@ pub trait DocumentStore: Send + Sync + std::fmt::Debug + 'static {
     /// `None` while another process holds it. A store of one process grants it always.
     fn lease(&self, _projection: &str) -> Result<Option<Lease>, Error> {
         Ok(Some(Lease::exclusive()))
+    }
+}
+
+/// Documents read as of one moment; see [`DocumentStore::reads`].
+pub trait DocumentReads {
+    fn get(&mut self, model: &str, key: &str) -> Result<Option<Vec<u8>>, Error>;
+}
+
+/// Reads for a store that has nothing to gain from reading together.
+struct EachOnItsOwn<'a, S: ?Sized>(&'a S);
+
+impl<S: DocumentStore + ?Sized> DocumentReads for EachOnItsOwn<'_, S> {
+    fn get(&mut self, model: &str, key: &str) -> Result<Option<Vec<u8>>, Error> {
+        self.0.get(model, key)
     }
 }
 
@@ -115,6 +139,8 @@ impl Lease {
 /// in memory as typed values, and encoded and written back once, as one commit.
 pub struct Documents<'a> {
     store: &'a dyn DocumentStore,
+    /// Open from the first read that misses the cache until [`Documents::end_reads`].
+    reads: Option<Box<dyn DocumentReads + 'a>>,
     /// By model, then key: looking a cached document up allocates nothing.
     cache: Map<Map<Slot>>,
 }
@@ -138,12 +164,28 @@ struct Slot {
     stored: bool,
 }
 
-type Encoder = fn(&(dyn Any + Send)) -> Result<Vec<u8>, serde_json::Error>;
+/// The cached documents of `model`.
+fn of_model<'c>(cache: &'c mut Map<Map<Slot>>, model: &str) -> &'c mut Map<Slot> {
+    if !cache.contains_key(model) {
+        cache.insert(model.to_owned(), Map::default());
+    }
+    cache.get_mut(model).expect("inserted above")
+}
 
-fn encode_as<T: Serialize + 'static>(
-    value: &(dyn Any + Send),
-) -> Result<Vec<u8>, serde_json::Error> {
-    serde_json::to_vec(
+type Encoder = fn(&(dyn Any + Send)) -> Result<Vec<u8>, Error>;
+
+/// A document as the store keeps it.
+pub fn encode<T: Serialize>(document: &T) -> Result<Vec<u8>, Error> {
+    Ok(postcard::to_stdvec(document)?)
+}
+
+/// A stored document.
+pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
+    Ok(postcard::from_bytes(body)?)
+}
+
+fn encode_as<T: Serialize + 'static>(value: &(dyn Any + Send)) -> Result<Vec<u8>, Error> {
+    encode(
         value
             .downcast_ref::<T>()
             .expect("a document keeps its type within a batch"),
@@ -154,8 +196,16 @@ impl<'a> Documents<'a> {
     pub fn new(store: &'a dyn DocumentStore) -> Self {
         Self {
             store,
+            reads: None,
             cache: Map::default(),
         }
+    }
+
+    /// Ends the reads begun since the last call, so that the store sees none in progress (a
+    /// read left open would hold back the store's upkeep). The next read that misses the cache
+    /// begins anew; a caller that reads after committing must call this in between.
+    pub fn end_reads(&mut self) {
+        self.reads = None;
     }
 
     fn slot<T: Serialize + DeserializeOwned + Send + 'static>(
@@ -163,13 +213,19 @@ impl<'a> Documents<'a> {
         model: &str,
         key: &str,
     ) -> Result<&mut Slot, Error> {
-        let store = self.store;
-        let documents = self.model(model);
+        let Self {
+            store,
+            reads,
+            cache,
+        } = self;
+        let documents = of_model(cache, model);
         if !documents.contains_key(key) {
-            let value = match store.get(model, key)? {
-                Some(body) => {
-                    Some(Box::new(serde_json::from_slice::<T>(&body)?) as Box<dyn Any + Send>)
-                }
+            let reads = match reads {
+                Some(reads) => reads,
+                None => reads.insert(store.reads()?),
+            };
+            let value = match reads.get(model, key)? {
+                Some(body) => Some(Box::new(decode::<T>(&body)?) as Box<dyn Any + Send>),
                 None => None,
             };
             let slot = Slot {
@@ -181,14 +237,6 @@ impl<'a> Documents<'a> {
             documents.insert(key.to_owned(), slot);
         }
         Ok(documents.get_mut(key).expect("inserted above"))
-    }
-
-    /// The cached documents of `model`.
-    fn model(&mut self, model: &str) -> &mut Map<Slot> {
-        if !self.cache.contains_key(model) {
-            self.cache.insert(model.to_owned(), Map::default());
-        }
-        self.cache.get_mut(model).expect("inserted above")
     }
 
     /// A copy of the document.
@@ -247,7 +295,7 @@ impl<'a> Documents<'a> {
         key: &str,
         value: Box<dyn Any + Send>,
     ) {
-        let documents = self.model(model);
+        let documents = of_model(&mut self.cache, model);
         let stored = documents.get(key).is_none_or(|slot| slot.stored);
         let slot = Slot {
             value: Some(value),
@@ -344,7 +392,7 @@ mod tests {
         assert!(writes.contains(&Write::Put {
             model: "m".into(),
             key: "b".into(),
-            body: b"42".to_vec()
+            body: encode(&42u32).unwrap()
         }));
         assert!(writes.contains(&Write::Delete {
             model: "m".into(),
@@ -411,7 +459,7 @@ mod tests {
             [Write::Put {
                 model: "m".into(),
                 key: "a".into(),
-                body: b"2".to_vec()
+                body: encode(&2u32).unwrap()
             }]
         );
         // Nothing changed since: nothing to write; forgotten, the next read goes to the store.

@@ -14,7 +14,7 @@ use ledger_domain::{Event, Micros, pb};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::documents::{DocumentStore, Documents, Error};
+use crate::documents::{DocumentStore, Documents, Error, decode};
 use crate::period::{enclosing, periods_of};
 use crate::runner::{Applied, Projection};
 use crate::sharing::Sharing;
@@ -125,7 +125,7 @@ pub fn brief(
         .goals
         .retain(|_, goal| enclosing(&goal.period).iter().any(|p| p == period));
     for (_, body) in store.scan(SESSIONS, &prefix)? {
-        let session: SessionDoc = serde_json::from_slice(&body)?;
+        let session: SessionDoc = decode(&body)?;
         let (Some(held_at), Some(event)) = (session.held_at, session.held_event) else {
             continue;
         };
@@ -142,7 +142,7 @@ pub fn brief(
         counted.event_ids.push(event);
     }
     for (_, body) in store.scan(ITEMS, &prefix)? {
-        let item: ItemDoc = serde_json::from_slice(&body)?;
+        let item: ItemDoc = decode(&body)?;
         if !in_period(item.agreed_at) {
             continue;
         }
@@ -153,7 +153,7 @@ pub fn brief(
         follow.event_ids.extend(item.event_ids);
     }
     for (key, body) in store.scan(INSIGHTS, &prefix)? {
-        let insight: InsightDoc = serde_json::from_slice(&body)?;
+        let insight: InsightDoc = decode(&body)?;
         if in_period(insight.recorded_at) {
             brief.insights.insert(item_id(&key), insight);
         }
@@ -170,10 +170,7 @@ pub fn goals(
     let prefix = format!("{tenant}/{member}/");
     let mut goals = BTreeMap::new();
     for (key, body) in store.scan(GOALS, &prefix)? {
-        goals.insert(
-            key[prefix.len()..].to_owned(),
-            serde_json::from_slice(&body)?,
-        );
+        goals.insert(key[prefix.len()..].to_owned(), decode(&body)?);
     }
     Ok(goals)
 }
@@ -186,7 +183,7 @@ pub fn follow_through(
 ) -> Result<FollowThrough, Error> {
     let mut follow = FollowThrough::default();
     for (_, body) in store.scan(ITEMS, &format!("{tenant}/{member}/"))? {
-        let item: ItemDoc = serde_json::from_slice(&body)?;
+        let item: ItemDoc = decode(&body)?;
         follow.agreed += 1;
         follow.completed += u32::from(item.status == "completed");
         follow.dropped += u32::from(item.status == "dropped");
@@ -270,7 +267,7 @@ impl Projection for EvaluationBriefs {
     }
 
     fn version(&self) -> u32 {
-        4
+        5
     }
 
     fn models(&self) -> &'static [&'static str] {

@@ -14,7 +14,7 @@ use ledger_domain::{Aggregate, Event, Micros, PersonRecord, World, manages, pb};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::documents::{DocumentStore, Documents, Error};
+use crate::documents::{DocumentStore, Documents, Error, decode};
 use crate::evaluation::{self, Counted, FollowThrough, purpose_name};
 use crate::period::{bounds, months, periods_of, previous};
 use crate::runner::{Applied, Projection};
@@ -100,11 +100,11 @@ impl Directory {
         let prefix = format!("{tenant}/");
         let mut directory = Self::default();
         for (key, body) in store.scan(UNITS, &prefix)? {
-            let unit = serde_json::from_slice(&body)?;
+            let unit = decode(&body)?;
             directory.units.insert(key[prefix.len()..].to_owned(), unit);
         }
         for (key, body) in store.scan(PEOPLE, &prefix)? {
-            let person: PersonDoc = serde_json::from_slice(&body)?;
+            let person: PersonDoc = decode(&body)?;
             let events: Vec<Event> = person
                 .events
                 .iter()
@@ -295,7 +295,7 @@ fn sessions_in(
     for person in directory.ever_placed(units) {
         for year in years(start, end) {
             for (_, body) in store.scan(SESSIONS, &format!("{tenant}/{person}/{year}-"))? {
-                let session: SessionDoc = serde_json::from_slice(&body)?;
+                let session: SessionDoc = decode(&body)?;
                 let (Some(at), Some(event)) = (session.held_at, session.held_event) else {
                     continue;
                 };
@@ -537,10 +537,7 @@ pub fn engagement_context(
         let prefix = format!("{}/{}/{period}/", scope.tenant, scope.unit);
         let mut found = BTreeMap::new();
         for (key, body) in store.scan(SURVEYS, &prefix)? {
-            found.insert(
-                key[prefix.len()..].to_owned(),
-                serde_json::from_slice(&body)?,
-            );
+            found.insert(key[prefix.len()..].to_owned(), decode(&body)?);
         }
         Ok(found)
     };
@@ -559,7 +556,7 @@ pub fn engagement_context(
     for person in directory.ever_placed(&units) {
         for year in years(span.0, span.1) {
             for (_, body) in store.scan(THEMES, &format!("{}/{person}/{year}-", scope.tenant))? {
-                let theme: ThemeDoc = serde_json::from_slice(&body)?;
+                let theme: ThemeDoc = decode(&body)?;
                 let at = theme.recorded_at;
                 if !(span.0..span.1).contains(&at) || !directory.placed(person, &units, at) {
                     continue;
@@ -669,7 +666,7 @@ impl Projection for DialogueHealth {
     }
 
     fn version(&self) -> u32 {
-        1
+        2
     }
 
     fn models(&self) -> &'static [&'static str] {

@@ -7,6 +7,7 @@ pub mod development;
 mod documents;
 mod embedded;
 pub mod evaluation;
+mod feed;
 pub mod health;
 mod period;
 pub mod postgres;
@@ -15,8 +16,12 @@ mod sharing;
 pub mod staffing;
 mod text;
 
-pub use documents::{Change, Checkpoint, DocumentStore, Documents, Error, Lease, Write};
+pub use documents::{
+    Change, Checkpoint, DocumentReads, DocumentStore, Documents, Error, Lease, Write, decode,
+    encode,
+};
 pub use embedded::EmbeddedDocuments;
+pub use feed::SharedLog;
 pub use period::{bounds, enclosing, months, periods_of, previous};
-pub use runner::{Applied, Projection, ProjectionRunner, ProjectionStatus};
+pub use runner::{Applied, DEFAULT_COMMIT_EVENTS, Projection, ProjectionRunner, ProjectionStatus};
 pub use text::Text;

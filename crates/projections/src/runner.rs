@@ -4,25 +4,21 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::{FutureExt, StreamExt};
 use ledger_domain::{Event, Micros};
-use ledger_store::{EventStore, Position, RecordedEvent};
+use ledger_store::{Position, RecordedEvent};
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
 use crate::documents::{Checkpoint, DocumentStore, Documents, Error, Lease, Write};
+use crate::feed::{Fed, LogPage, Page, SharedLog};
 
-/// Events per page handed from the log to the fold.
-const PAGE: usize = 4096;
-/// While catching up, a commit covers this many events or this long folding, whichever comes
-/// first: each commit rewrites every B-tree page its documents touch, so fewer, larger commits
-/// write far less. Live (the log drained), every page commits at once.
-const COMMIT_EVENTS: usize = 65_536;
+/// While catching up, a commit covers this many events (unless set otherwise) or this long
+/// folding, whichever comes first: each commit rewrites every B-tree page its documents touch,
+/// so fewer, larger commits write far less. Live (the log drained), every page commits at once.
+pub const DEFAULT_COMMIT_EVENTS: usize = 65_536;
 const COMMIT_INTERVAL: Duration = Duration::from_millis(1000);
 /// How often a replica that does not run a projection looks at its checkpoint and asks for it.
 const STANDBY_POLL: Duration = Duration::from_millis(500);
-/// How long a page waits for the log's next events.
-const PAGE_WAIT: Duration = Duration::from_millis(2);
 
 /// One event as a projection sees it.
 #[derive(Debug, Clone, Copy)]
@@ -66,18 +62,27 @@ pub struct ProjectionStatus {
 /// Runs one projection.
 #[derive(Debug, Clone)]
 pub struct ProjectionRunner {
-    store: Arc<dyn EventStore>,
+    log: SharedLog,
     documents: Arc<dyn DocumentStore>,
     status: watch::Sender<ProjectionStatus>,
+    commit_events: usize,
 }
 
 impl ProjectionRunner {
-    pub fn new(store: Arc<dyn EventStore>, documents: Arc<dyn DocumentStore>) -> Self {
+    pub fn new(log: SharedLog, documents: Arc<dyn DocumentStore>) -> Self {
         Self {
-            store,
+            log,
             documents,
             status: watch::channel(ProjectionStatus::default()).0,
+            commit_events: DEFAULT_COMMIT_EVENTS,
         }
+    }
+
+    /// While catching up, commits every `events` events (or each second) instead of every
+    /// [`DEFAULT_COMMIT_EVENTS`]: fewer to fold again after a crash, more to write.
+    pub fn committing_every(mut self, events: usize) -> Self {
+        self.commit_events = events.max(1);
+        self
     }
 
     /// Watches the projection's progress.
@@ -119,7 +124,7 @@ impl ProjectionRunner {
             }
             let documents = self.documents.clone();
             if let Ok(Some(checkpoint)) = blocking(move || documents.checkpoint(name)).await {
-                let head = self.store.head().await.ok().flatten();
+                let head = self.log.store().head().await.ok().flatten();
                 self.status.send_if_modified(|status| {
                     let before = *status;
                     status.position = Some(checkpoint.position);
@@ -161,18 +166,20 @@ impl ProjectionRunner {
             let (pages, received) = mpsc::channel(2);
             let folder = {
                 let (documents, projection) = (self.documents.clone(), projection.clone());
-                let status = self.status.clone();
+                let (status, commit_events) = (self.status.clone(), self.commit_events);
                 tokio::task::spawn_blocking(move || {
                     fold_pages(
                         documents.as_ref(),
                         projection.as_ref(),
-                        checkpoint,
+                        (checkpoint, commit_events),
                         received,
                         &status,
                     )
                 })
             };
-            let fed = self.feed(name, checkpoint, pages).await;
+            let fed = (self.log)
+                .feed(name, checkpoint.map(|c| c.position), pages)
+                .await;
             match folder.await.expect("folding does not panic") {
                 Ok(folded) => checkpoint = folded,
                 Err(Error::Conflict) => {
@@ -196,93 +203,16 @@ impl ProjectionRunner {
             }
         }
     }
-
-    /// Reads the log after `from` in pages and hands them to the fold, until the log ends or
-    /// fails or the fold stops taking pages.
-    async fn feed(&self, name: &str, from: Option<Checkpoint>, pages: mpsc::Sender<Page>) -> Fed {
-        let mut events = self.store.subscribe_all(from.map(|c| c.position));
-        loop {
-            // Live, the log may stay quiet for long: a fold that stopped (its checkpoint moved
-            // elsewhere, or an event did not decode) must not wait for the next event to be heard.
-            let next = tokio::select! {
-                next = events.next() => next,
-                () = pages.closed() => return Fed::Stopped,
-            };
-            let first = match next {
-                Some(Ok(event)) => event,
-                end => return ended(name, end),
-            };
-            let mut page = Page {
-                events: vec![first],
-                drained: false,
-            };
-            let mut end = None;
-            // Catching up, the next events are a moment away: wait that moment for a fuller
-            // page. Live, the log has nothing more and the page goes at once.
-            while page.events.len() < PAGE {
-                // An event at hand needs no timer.
-                let next = match events.next().now_or_never() {
-                    Some(next) => Ok(next),
-                    None => tokio::time::timeout(PAGE_WAIT, events.next()).await,
-                };
-                match next {
-                    Ok(Some(Ok(event))) => page.events.push(event),
-                    Ok(next) => {
-                        end = Some(ended(name, next));
-                        break;
-                    }
-                    Err(_) => {
-                        page.drained = true;
-                        break;
-                    }
-                }
-            }
-            if pages.send(page).await.is_err() {
-                return Fed::Stopped;
-            }
-            if let Some(end) = end {
-                return end;
-            }
-        }
-    }
-}
-
-/// Events read from the log together, handed to the fold.
-struct Page {
-    events: Vec<RecordedEvent>,
-    /// The log had nothing more after these: the fold commits them at once.
-    drained: bool,
-}
-
-/// Why feeding pages stopped.
-enum Fed {
-    /// The store closed.
-    Closed,
-    /// Reading the log failed; try again shortly.
-    Lost,
-    /// The fold stopped taking pages (another runner moved the checkpoint).
-    Stopped,
-}
-
-fn ended(name: &str, end: Option<Result<RecordedEvent, ledger_store::Error>>) -> Fed {
-    match end {
-        Some(Err(ledger_store::Error::Closed)) | None => Fed::Closed,
-        Some(Err(error)) => {
-            tracing::warn!(projection = name, %error, "projection lost the log; resubscribing");
-            Fed::Lost
-        }
-        Some(Ok(_)) => unreachable!("an event is not an end"),
-    }
 }
 
 /// Folds pages as they come and commits them: at once when the log is drained (live), else
-/// after [`COMMIT_EVENTS`] events or [`COMMIT_INTERVAL`]. Catching up, a commit runs on a thread
+/// after `commit_events` events or [`COMMIT_INTERVAL`]. Catching up, a commit runs on a thread
 /// of its own while the next events fold (the documents it writes stay cached until it is
 /// done, so the fold never reads around it). Returns the checkpoint reached.
 fn fold_pages(
     store: &dyn DocumentStore,
     projection: &dyn Projection,
-    checkpoint: Option<Checkpoint>,
+    (checkpoint, commit_events): (Option<Checkpoint>, usize),
     mut pages: mpsc::Receiver<Page>,
     status: &watch::Sender<ProjectionStatus>,
 ) -> Result<Option<Checkpoint>, Error> {
@@ -304,8 +234,8 @@ fn fold_pages(
             Ok::<_, Error>(())
         };
         while let Some(page) = pages.blocking_recv() {
-            window.apply(projection, &mut documents, &page.events)?;
-            let full = window.events >= COMMIT_EVENTS || window.opened.elapsed() >= COMMIT_INTERVAL;
+            window.apply(projection, &mut documents, &page.log, page.skip)?;
+            let full = window.events >= commit_events || window.opened.elapsed() >= COMMIT_INTERVAL;
             if !page.drained && !full {
                 continue;
             }
@@ -381,27 +311,26 @@ impl Window {
         }
     }
 
+    /// Folds the page's events after the first `skip`.
     fn apply(
         &mut self,
         projection: &dyn Projection,
         documents: &mut Documents<'_>,
-        batch: &[RecordedEvent],
+        page: &LogPage,
+        skip: usize,
     ) -> Result<(), Error> {
-        for recorded in batch {
+        let decoded = page.decoded();
+        for (recorded, event) in page.events.iter().zip(decoded).skip(skip) {
             self.last = Some(recorded.position);
             self.events += 1;
             let Some((tenant, _)) = recorded.stream.as_str().split_once('/') else {
                 continue;
             };
-            let event = Event::decode(&recorded.event_type, &recorded.payload).map_err(|e| {
-                Error::Event(format!(
-                    "{} at {}: {e}",
-                    recorded.event_type, recorded.position
-                ))
-            })?;
-            let Some(event) = event else { continue };
+            let Some(event) = event.as_ref().map_err(|e| Error::Event(e.clone()))? else {
+                continue;
+            };
             let applied = Applied {
-                event: &event,
+                event,
                 id: recorded.id,
                 tenant,
                 stream: recorded.stream.as_str(),
@@ -410,6 +339,8 @@ impl Window {
             };
             projection.apply(applied, documents)?;
         }
+        // A commit may follow, and a read begun before it would not see it.
+        documents.end_reads();
         Ok(())
     }
 
@@ -439,11 +370,11 @@ pub(crate) fn fold(
     store: &dyn DocumentStore,
     projection: &dyn Projection,
     from: Option<Checkpoint>,
-    batch: &[RecordedEvent],
+    batch: Vec<RecordedEvent>,
 ) -> Result<Checkpoint, Error> {
     let mut documents = Documents::new(store);
     let mut window = Window::after(from);
-    window.apply(projection, &mut documents, batch)?;
+    window.apply(projection, &mut documents, &LogPage::new(batch), 0)?;
     window
         .close(projection, &mut documents)?
         .run(store, projection)

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use unicode_normalization::UnicodeNormalization;
 use uuid::Uuid;
 
-use crate::documents::{DocumentStore, Documents, Error};
+use crate::documents::{DocumentStore, Documents, Error, decode};
 use crate::runner::{Applied, Projection};
 use crate::sharing::Sharing;
 
@@ -81,7 +81,7 @@ pub fn profile(
 ) -> Result<BTreeMap<String, ProfileTag>, Error> {
     let mut tags: BTreeMap<String, ProfileTag> = BTreeMap::new();
     for (_, body) in store.scan(INSIGHTS, &format!("{tenant}/{member}/"))? {
-        let insight: StaffingInsight = serde_json::from_slice(&body)?;
+        let insight: StaffingInsight = decode(&body)?;
         for tag in &insight.tags {
             let entry = tags.entry(tag.clone()).or_default();
             entry.kinds.insert(insight.kind);
@@ -120,7 +120,7 @@ pub fn candidates(
         .chain(interests.iter().map(|i| (normalise(i), false)));
     for (tag, as_skill) in wanted.collect::<BTreeSet<_>>() {
         for (key, body) in store.scan(TAGS, &format!("{tenant}/{}/", key_part(&tag)))? {
-            let insight: StaffingInsight = serde_json::from_slice(&body)?;
+            let insight: StaffingInsight = decode(&body)?;
             let fits = if as_skill {
                 is_skill(insight.kind)
             } else {
@@ -199,7 +199,7 @@ impl Projection for Staffing {
     }
 
     fn version(&self) -> u32 {
-        2
+        3
     }
 
     fn models(&self) -> &'static [&'static str] {

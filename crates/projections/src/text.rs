@@ -2,8 +2,6 @@
 //! opens it for the caller, so read-model files never hold plaintext and erasing a person (by
 //! destroying their key) needs no change to any read model, rebuilt or as of any time.
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use ledger_domain::pb;
 use prost::Message;
 use serde::{Deserialize, Serialize};
@@ -16,12 +14,12 @@ use crate::runner::Applied;
 pub enum Text {
     /// In clear: the event carried it so (no key ring), or the query layer opened it.
     Clear(String),
-    /// Field `field` of the event's sealed text (`Sealed`, protobuf-encoded, in base64).
+    /// Field `field` of the event's sealed text (`Sealed`, protobuf-encoded).
     Sealed {
         stream: String,
         event_id: Uuid,
         field: u32,
-        sealed: String,
+        sealed: Vec<u8>,
     },
     /// Its data subject was erased: the text is gone.
     Erased,
@@ -41,7 +39,7 @@ impl Text {
                 stream: applied.stream.to_owned(),
                 event_id: applied.id,
                 field,
-                sealed: STANDARD.encode(sealed.encode_to_vec()),
+                sealed: sealed.encode_to_vec(),
             },
             None => Self::Clear(clear.to_owned()),
         }
@@ -56,10 +54,7 @@ impl Text {
                 field,
                 sealed,
             } => {
-                let decoded = STANDARD
-                    .decode(sealed)
-                    .ok()
-                    .and_then(|bytes| pb::Sealed::decode(bytes.as_slice()).ok());
+                let decoded = pb::Sealed::decode(sealed.as_slice()).ok();
                 Some((stream, *event_id, *field as usize, decoded))
             }
             _ => None,

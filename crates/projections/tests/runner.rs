@@ -8,30 +8,45 @@ use std::time::Duration;
 use ledger_domain::{Event, pb};
 use ledger_projections::{
     Applied, DocumentStore, Documents, EmbeddedDocuments, Error, Projection, ProjectionRunner,
+    SharedLog,
 };
 use ledger_store::{EventStore, ExpectedVersion, Metadata, NewEvent, StreamName};
 use ledger_store_embedded::EmbeddedStore;
 use uuid::Uuid;
 
-/// Counts the events of each tenant: any lost or doubled event shows in the count.
+/// Counts the events of each tenant in its one model: any lost or doubled event shows in the
+/// count.
 #[derive(Debug)]
 struct Counter {
+    name: &'static str,
+    models: &'static [&'static str],
     version: AtomicU32,
+}
+
+impl Counter {
+    fn new(name: &'static str, models: &'static [&'static str]) -> Arc<Self> {
+        Arc::new(Self {
+            name,
+            models,
+            version: AtomicU32::new(1),
+        })
+    }
 }
 
 impl Projection for Counter {
     fn name(&self) -> &'static str {
-        "counter"
+        self.name
     }
     fn version(&self) -> u32 {
         self.version.load(Ordering::Relaxed)
     }
     fn models(&self) -> &'static [&'static str] {
-        &["count"]
+        self.models
     }
     fn apply(&self, applied: Applied<'_>, documents: &mut Documents<'_>) -> Result<(), Error> {
-        let count: u64 = documents.get("count", applied.tenant)?.unwrap_or(0);
-        documents.put("count", applied.tenant, count + 1)
+        let model = self.models[0];
+        let count: u64 = documents.get(model, applied.tenant)?.unwrap_or(0);
+        documents.put(model, applied.tenant, count + 1)
     }
 }
 
@@ -63,7 +78,7 @@ async fn run_to_head(
     projection: Arc<dyn Projection>,
 ) {
     let shared: Arc<dyn EventStore> = Arc::new(store.clone());
-    let runner = ProjectionRunner::new(shared, documents);
+    let runner = ProjectionRunner::new(SharedLog::new(shared), documents);
     let task = tokio::spawn(runner.clone().run(projection));
     let head = store.head().await.unwrap();
     if !runner.wait_for(head, Duration::from_secs(30)).await {
@@ -78,23 +93,33 @@ async fn run_to_head(
     let _ = task.await;
 }
 
+/// Waits until every runner has folded up to `head`.
+async fn all_at<T>(running: &[(ProjectionRunner, T)], head: Option<ledger_store::Position>) {
+    let waits = (running.iter()).map(|(runner, _)| runner.wait_for(head, Duration::from_secs(30)));
+    let reached = futures::future::join_all(waits).await;
+    assert!(reached.iter().all(|r| *r), "{reached:?}");
+}
+
 fn count(documents: &EmbeddedDocuments, tenant: &str) -> u64 {
-    serde_json::from_slice(&documents.get("count", tenant).unwrap().unwrap()).unwrap()
+    counted(documents, "count", tenant)
+}
+
+fn counted(documents: &EmbeddedDocuments, model: &str, tenant: &str) -> u64 {
+    let body = documents.get(model, tenant).unwrap();
+    body.map_or(0, |body| ledger_projections::decode(&body).unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarts_neither_lose_nor_double_an_event() {
     let dir = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open(dir.path().join("log")).unwrap();
-    let counter = Arc::new(Counter {
-        version: AtomicU32::new(1),
-    });
+    let counter = Counter::new("counter", &["count"]);
     let documents = Arc::new(EmbeddedDocuments::open(dir.path(), &[counter.as_ref()]).unwrap());
     append_units(&store, "acme", 0, 1500).await;
     append_units(&store, "globex", 0, 20).await;
     // Stopped in the middle of catching up, then started again.
     let shared: Arc<dyn EventStore> = Arc::new(store.clone());
-    let runner = ProjectionRunner::new(shared, documents.clone());
+    let runner = ProjectionRunner::new(SharedLog::new(shared), documents.clone());
     let task = tokio::spawn(runner.clone().run(counter.clone()));
     assert!(
         runner
@@ -144,5 +169,56 @@ async fn restarts_neither_lose_nor_double_an_event() {
         (2200, 20)
     );
     assert_eq!(documents.checkpoint("counter").unwrap().unwrap().version, 2);
+    store.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn projections_reading_the_log_together_each_fold_every_event_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path().join("log")).unwrap();
+    let counters = [
+        Counter::new("first", &["first-count"]),
+        Counter::new("second", &["second-count"]),
+        Counter::new("late", &["late-count"]),
+    ];
+    let opened: Vec<&dyn Projection> = counters.iter().map(|c| c.as_ref() as _).collect();
+    let documents = Arc::new(EmbeddedDocuments::open(dir.path(), &opened).unwrap());
+    // `first` has folded part of the log already; `second` starts from zero.
+    append_units(&store, "acme", 0, 1500).await;
+    run_to_head(&store, documents.clone(), counters[0].clone()).await;
+    append_units(&store, "acme", 1500, 1500).await;
+    assert_eq!(counted(&documents, "first-count", "acme"), 1500);
+    assert_eq!(counted(&documents, "second-count", "acme"), 0);
+
+    let shared: Arc<dyn EventStore> = Arc::new(store.clone());
+    let log = SharedLog::new(shared);
+    let start = |counter: &Arc<Counter>| {
+        let runner = ProjectionRunner::new(log.clone(), documents.clone());
+        let task = tokio::spawn(runner.clone().run(counter.clone()));
+        (runner, task)
+    };
+    let running = [start(&counters[0]), start(&counters[1])];
+    let head = store.head().await.unwrap();
+    all_at(&running, head).await;
+    // And live, as new events come.
+    append_units(&store, "acme", 3000, 500).await;
+    let head = store.head().await.unwrap();
+    all_at(&running, head).await;
+    // One that starts after the shared reading has moved on reads on its own up to the head,
+    // then follows with the others.
+    let late = start(&counters[2]);
+    assert!(late.0.wait_for(head, Duration::from_secs(30)).await);
+    append_units(&store, "acme", 3500, 100).await;
+    let head = store.head().await.unwrap();
+    let [first, second] = running;
+    let running = [first, second, late];
+    all_at(&running, head).await;
+    for model in ["first-count", "second-count", "late-count"] {
+        assert_eq!(counted(&documents, model, "acme"), 3600, "{model}");
+    }
+    for (_, task) in running {
+        task.abort();
+        let _ = task.await;
+    }
     store.close().await.unwrap();
 }

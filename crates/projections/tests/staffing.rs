@@ -42,6 +42,7 @@ fn folded(events: &[Event]) -> (tempfile::TempDir, EmbeddedDocuments) {
         Staffing.apply(applied, &mut documents).unwrap();
     }
     let writes = documents.take_writes().unwrap();
+    drop(documents);
     let to = Checkpoint {
         version: Staffing.version(),
         position: Position::from_sequence(events.len() as u64),

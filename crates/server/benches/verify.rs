@@ -77,6 +77,7 @@ async fn run(dir: &std::path::Path, events: usize) {
         shutdown_grace: Duration::from_secs(5),
         limits: dialogue_ledger::limits::Limits::default(),
         ready_max_lag: Duration::from_secs(30),
+        projection_commit_events: ledger_projections::DEFAULT_COMMIT_EVENTS,
         privacy: Default::default(),
         tls: None,
     };

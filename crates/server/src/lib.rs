@@ -33,7 +33,7 @@ use ledger_projections::development::DevelopmentReviews;
 use ledger_projections::evaluation::EvaluationBriefs;
 use ledger_projections::health::DialogueHealth;
 use ledger_projections::staffing::Staffing;
-use ledger_projections::{Projection, ProjectionRunner};
+use ledger_projections::{Projection, ProjectionRunner, SharedLog};
 use ledger_proto::v1::goals_server::GoalsServer;
 use ledger_proto::v1::insights_server::InsightsServer;
 use ledger_proto::v1::ledger_server::LedgerServer;
@@ -133,6 +133,8 @@ pub struct ServeOptions {
     pub limits: Limits,
     /// The health check says NOT_SERVING while a projection is further behind the log than this.
     pub ready_max_lag: Duration,
+    /// While catching up, each projection commits every this many events (or each second).
+    pub projection_commit_events: usize,
     pub privacy: PrivacyOptions,
     /// TLS for the listener; `None`: plaintext (on localhost, or behind a mesh that terminates TLS).
     pub tls: Option<TlsOptions>,
@@ -262,7 +264,11 @@ pub async fn serve(
     );
     let folds = projections();
     let documents = store::open_documents(&options.store, &options.data_dir, &folds).await?;
-    let runner = || ProjectionRunner::new(shared_store.clone(), documents.clone());
+    let log = SharedLog::new(shared_store.clone());
+    let runner = || {
+        ProjectionRunner::new(log.clone(), documents.clone())
+            .committing_every(options.projection_commit_events)
+    };
     let runners = ReadModelRunners {
         briefs: runner(),
         staffing: runner(),

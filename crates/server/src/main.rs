@@ -23,6 +23,7 @@ use dialogue_ledger::{
 };
 use dialogue_ledger::{operator, settings};
 use ledger_domain::{Policy, Role, TenantId};
+use ledger_projections::DEFAULT_COMMIT_EVENTS;
 use tokio::signal::unix::{SignalKind, signal};
 
 /// Folding read models and group commits allocate and free across threads all the time; mimalloc
@@ -225,6 +226,10 @@ struct ServeArgs {
     /// the log than this many seconds (rebuilding), or the event store does not answer.
     #[arg(long, env = "LEDGER_READY_MAX_LAG_SECS", default_value_t = DEFAULT_READY_MAX_LAG_SECS)]
     ready_max_lag_secs: u64,
+    /// While catching up, each projection commits its read model every this many events (or
+    /// each second): lower, a crash costs less folding again; higher, catching up writes less.
+    #[arg(long, env = "LEDGER_PROJECTION_COMMIT_EVENTS", default_value_t = DEFAULT_COMMIT_EVENTS as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    projection_commit_events: u64,
     /// A file holding the master key (32 random bytes, base64) that wraps every person's data
     /// key. Without it or --master-key: DATA_DIR/master.key, created with a new key store.
     #[arg(long, env = "LEDGER_MASTER_KEY_FILE", conflicts_with = "master_key")]
@@ -378,6 +383,7 @@ async fn run() -> anyhow::Result<()> {
             rate_limit,
             rate_limit_burst,
             ready_max_lag_secs,
+            projection_commit_events,
             master_key_file,
             master_key,
             previous_master_key_file,
@@ -411,6 +417,7 @@ async fn run() -> anyhow::Result<()> {
                     rate_burst: rate_limit_burst,
                 },
                 ready_max_lag: Duration::from_secs(ready_max_lag_secs),
+                projection_commit_events: usize::try_from(projection_commit_events)?,
                 privacy: PrivacyOptions {
                     master_key: key_source(master_key_file, master_key),
                     previous_master_key: key_source(previous_master_key_file, previous_master_key),

@@ -12,7 +12,7 @@ use std::time::Instant;
 use anyhow::Context;
 use base64::Engine as _;
 use indicatif::{ProgressBar, ProgressStyle};
-use ledger_projections::ProjectionRunner;
+use ledger_projections::{ProjectionRunner, SharedLog};
 use ledger_proto::v1 as api;
 use ledger_proto::v1::ledger_client::LedgerClient;
 use ledger_proto::v1::read_models_client::ReadModelsClient;
@@ -183,7 +183,7 @@ pub async fn rebuild(
             left_to_replica: true,
         });
     }
-    let runner = ProjectionRunner::new(log, documents);
+    let runner = ProjectionRunner::new(SharedLog::new(log), documents);
     let mut status = runner.status();
     let running = tokio::spawn(runner.run(projection));
     let bar = progress_bar(
