@@ -335,6 +335,11 @@ async fn fill_page(
         events: vec![first],
         drained: false,
     };
+    // Where the log stood when the page first waited: a busy machine may take longer than the
+    // wait to read the next events, so the page is drained only once it holds everything up
+    // to there (else catching up would commit every few events); live, with new events coming
+    // all the time, it is drained as soon as it has what was there.
+    let mut stood: Option<Option<Position>> = None;
     while page.events.len() < PAGE {
         // An event at hand needs no timer.
         let next = match events.next().now_or_never() {
@@ -344,12 +349,15 @@ async fn fill_page(
         match next {
             Ok(Some(Ok(event))) => page.events.push(event),
             Ok(end) => return Ok((page, Some(ended(end)))),
-            // A busy machine may take longer than the wait to read the next events: the page
-            // is drained only at the head, or the fold would commit every few events.
-            Err(_) if store.head().await.ok().flatten() > page.last() => {}
             Err(_) => {
-                page.drained = true;
-                break;
+                let head = match stood {
+                    Some(head) => head,
+                    None => *stood.insert(store.head().await.ok().flatten()),
+                };
+                if head <= page.last() {
+                    page.drained = true;
+                    break;
+                }
             }
         }
     }
