@@ -10,15 +10,15 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use ledger_domain::Event;
 use ledger_store::{EventStore, EventSubscription, Position, RecordedEvent};
 use tokio::sync::{mpsc, oneshot};
 
 /// Events per page.
 pub(crate) const PAGE: usize = 4096;
-/// How long a page waits for the log's next events.
-const PAGE_WAIT: Duration = Duration::from_millis(2);
+/// How long a page at the log's head gathers the events that come.
+const LIVE_PAGE: Duration = Duration::from_millis(10);
 
 /// Events read from the log together, each decoded once, by the first fold that needs it.
 #[derive(Debug)]
@@ -319,8 +319,9 @@ async fn read_page(
     })
 }
 
-/// A page starting with `first`: catching up, the next events are a moment away, so it waits
-/// that moment for a fuller page; live (the log's head reached), the page goes at once.
+/// A page starting with `first`, up to where the log's head stood when the page began: live,
+/// that is a moment's events, and the page goes at once (drained: the fold commits it); catching
+/// up, the head is far ahead and the page fills up, however slowly a busy machine reads.
 /// Returns the page and how the log ended after it, if it did; `Err` if it ended before.
 async fn fill_page(
     store: &dyn EventStore,
@@ -331,34 +332,30 @@ async fn fill_page(
         Some(Ok(event)) => event,
         end => return Err(ended(end)),
     };
+    // Not knowing the head (the store did not answer), the page goes with its first event.
+    let stood = store.head().await.ok().flatten();
     let mut page = ReadPage {
         events: vec![first],
         drained: false,
     };
-    // Where the log stood when the page first waited: a busy machine may take longer than the
-    // wait to read the next events, so the page is drained only once it holds everything up
-    // to there (else catching up would commit every few events); live, with new events coming
-    // all the time, it is drained as soon as it has what was there.
-    let mut stood: Option<Option<Position>> = None;
+    let began = tokio::time::Instant::now();
     while page.events.len() < PAGE {
-        // An event at hand needs no timer.
-        let next = match events.next().now_or_never() {
-            Some(next) => Ok(next),
-            None => tokio::time::timeout(PAGE_WAIT, events.next()).await,
-        };
-        match next {
-            Ok(Some(Ok(event))) => page.events.push(event),
-            Ok(end) => return Ok((page, Some(ended(end)))),
-            Err(_) => {
-                let head = match stood {
-                    Some(head) => head,
-                    None => *stood.insert(store.head().await.ok().flatten()),
-                };
-                if head <= page.last() {
+        let next = if page.last() >= stood {
+            // At the head: what comes within a few milliseconds joins the page (one commit
+            // for several moments' events costs the fold less than one for each).
+            match tokio::time::timeout_at(began + LIVE_PAGE, events.next()).await {
+                Ok(next) => next,
+                Err(_) => {
                     page.drained = true;
                     break;
                 }
             }
+        } else {
+            events.next().await
+        };
+        match next {
+            Some(Ok(event)) => page.events.push(event),
+            end => return Ok((page, Some(ended(end)))),
         }
     }
     Ok((page, None))

@@ -222,3 +222,67 @@ async fn projections_reading_the_log_together_each_fold_every_event_once() {
     }
     store.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_folds_commit_as_events_come_under_a_steady_write_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path().join("log")).unwrap();
+    let counter = Counter::new("counter", &["count"]);
+    let documents = Arc::new(EmbeddedDocuments::open(dir.path(), &[counter.as_ref()]).unwrap());
+    append_units(&store, "acme", 0, 10).await;
+    let shared: Arc<dyn EventStore> = Arc::new(store.clone());
+    let runner = ProjectionRunner::new(SharedLog::new(shared), documents.clone());
+    let task = tokio::spawn(runner.clone().run(counter.clone()));
+    assert!(
+        runner
+            .wait_for(store.head().await.unwrap(), Duration::from_secs(30))
+            .await
+    );
+    // New events every moment for two seconds: the log's head never stands still, yet what has
+    // come is committed within moments, not after a second of folding or a full page.
+    let mut status = runner.status();
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let started = std::time::Instant::now();
+                let mut i = 0;
+                while started.elapsed() < Duration::from_secs(2) {
+                    append_units(&store, "acme", 10 + w * 1_000_000 + i, 1).await;
+                    i += 1;
+                }
+                i
+            })
+        })
+        .collect();
+    let writing = tokio::spawn(async move {
+        let mut written = 0;
+        for writer in writers {
+            written += writer.await.unwrap();
+        }
+        written
+    });
+    let mut commits = 0;
+    while !writing.is_finished() {
+        if tokio::time::timeout(Duration::from_millis(100), status.changed())
+            .await
+            .is_ok()
+        {
+            commits += 1;
+        }
+    }
+    let written = writing.await.unwrap() as u64;
+    assert!(
+        commits >= 20,
+        "{commits} commits while {written} events came"
+    );
+    assert!(
+        runner
+            .wait_for(store.head().await.unwrap(), Duration::from_secs(30))
+            .await
+    );
+    assert_eq!(count(&documents, "acme"), 10 + written);
+    task.abort();
+    let _ = task.await;
+    store.close().await.unwrap();
+}
