@@ -58,7 +58,7 @@ pub(crate) struct Page {
     pub(crate) log: Arc<LogPage>,
     /// Events at the start that the runner had already folded.
     pub(crate) skip: usize,
-    /// The log had nothing more after these: the fold commits them at once.
+    /// The page reached the log's head: the fold commits it at once.
     pub(crate) drained: bool,
 }
 
