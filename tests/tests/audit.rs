@@ -7,7 +7,7 @@ use std::process::Command;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use ledger_e2e::server::{ServerProcess, authed, server_binary};
+use ledger_e2e::server::{ServerProcess, authed, server_binary, set_up_sales};
 use ledger_proto::v1 as api;
 use ledger_proto::v1::ledger_client::LedgerClient;
 use ledger_proto::v1::org_directory_client::OrgDirectoryClient;
@@ -583,28 +583,7 @@ async fn every_read_of_a_persons_data_is_on_record_for_them() {
     use ledger_proto::v1::sessions_client::SessionsClient;
     let data_dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(data_dir.path());
-    let service = server.token("acme", "hr-sync", &["service"]);
-    let mut org = OrgDirectoryClient::new(server.channel().await);
-    let unit = api::DefineOrgUnitRequest {
-        command_id: "u".into(),
-        org_unit_id: "sales".into(),
-        name: "Sales".into(),
-        ..Default::default()
-    };
-    org.define_org_unit(authed(&service, unit)).await.unwrap();
-    for person in ["mia", "lee", "ren"] {
-        let register = api::RegisterPersonRequest {
-            command_id: format!("r-{person}"),
-            person_id: person.into(),
-            display_name: person.into(),
-            org_unit_id: "sales".into(),
-            grade: "G2".into(),
-            ..Default::default()
-        };
-        org.register_person(authed(&service, register))
-            .await
-            .unwrap();
-    }
+    set_up_sales(&server, &[("mia", "mia"), ("lee", "lee"), ("ren", "ren")]).await;
     let mia = server.token("acme", "mia", &["member"]);
     let schedule = api::ScheduleSessionRequest {
         command_id: "s".into(),

@@ -71,15 +71,29 @@ async fn append_units(store: &EmbeddedStore, tenant: &str, from: usize, n: usize
     }
 }
 
+/// The log of `store`, read by the runners given it.
+fn shared_log(store: &EmbeddedStore) -> SharedLog {
+    SharedLog::new(Arc::new(store.clone()) as Arc<dyn EventStore>)
+}
+
+/// Starts running `projection` on `log`: its runner and its task.
+fn start(
+    log: &SharedLog,
+    documents: &Arc<EmbeddedDocuments>,
+    projection: Arc<dyn Projection>,
+) -> (ProjectionRunner, tokio::task::JoinHandle<Result<(), Error>>) {
+    let runner = ProjectionRunner::new(log.clone(), documents.clone());
+    let task = tokio::spawn(runner.clone().run(projection));
+    (runner, task)
+}
+
 /// Runs the projection until it has folded the store's head, then stops it.
 async fn run_to_head(
     store: &EmbeddedStore,
     documents: Arc<EmbeddedDocuments>,
     projection: Arc<dyn Projection>,
 ) {
-    let shared: Arc<dyn EventStore> = Arc::new(store.clone());
-    let runner = ProjectionRunner::new(SharedLog::new(shared), documents);
-    let task = tokio::spawn(runner.clone().run(projection));
+    let (runner, task) = start(&shared_log(store), &documents, projection);
     let head = store.head().await.unwrap();
     if !runner.wait_for(head, Duration::from_secs(30)).await {
         task.abort();
@@ -118,9 +132,7 @@ async fn restarts_neither_lose_nor_double_an_event() {
     append_units(&store, "acme", 0, 1500).await;
     append_units(&store, "globex", 0, 20).await;
     // Stopped in the middle of catching up, then started again.
-    let shared: Arc<dyn EventStore> = Arc::new(store.clone());
-    let runner = ProjectionRunner::new(SharedLog::new(shared), documents.clone());
-    let task = tokio::spawn(runner.clone().run(counter.clone()));
+    let (runner, task) = start(&shared_log(&store), &documents, counter.clone());
     assert!(
         runner
             .wait_for(
@@ -190,14 +202,11 @@ async fn projections_reading_the_log_together_each_fold_every_event_once() {
     assert_eq!(counted(&documents, "first-count", "acme"), 1500);
     assert_eq!(counted(&documents, "second-count", "acme"), 0);
 
-    let shared: Arc<dyn EventStore> = Arc::new(store.clone());
-    let log = SharedLog::new(shared);
-    let start = |counter: &Arc<Counter>| {
-        let runner = ProjectionRunner::new(log.clone(), documents.clone());
-        let task = tokio::spawn(runner.clone().run(counter.clone()));
-        (runner, task)
-    };
-    let running = [start(&counters[0]), start(&counters[1])];
+    let log = shared_log(&store);
+    let running = [
+        start(&log, &documents, counters[0].clone()),
+        start(&log, &documents, counters[1].clone()),
+    ];
     let head = store.head().await.unwrap();
     all_at(&running, head).await;
     // And live, as new events come.
@@ -206,7 +215,7 @@ async fn projections_reading_the_log_together_each_fold_every_event_once() {
     all_at(&running, head).await;
     // One that starts after the shared reading has moved on reads on its own up to the head,
     // then follows with the others.
-    let late = start(&counters[2]);
+    let late = start(&log, &documents, counters[2].clone());
     assert!(late.0.wait_for(head, Duration::from_secs(30)).await);
     append_units(&store, "acme", 3500, 100).await;
     let head = store.head().await.unwrap();
@@ -230,9 +239,7 @@ async fn live_folds_commit_as_events_come_under_a_steady_write_load() {
     let counter = Counter::new("counter", &["count"]);
     let documents = Arc::new(EmbeddedDocuments::open(dir.path(), &[counter.as_ref()]).unwrap());
     append_units(&store, "acme", 0, 10).await;
-    let shared: Arc<dyn EventStore> = Arc::new(store.clone());
-    let runner = ProjectionRunner::new(SharedLog::new(shared), documents.clone());
-    let task = tokio::spawn(runner.clone().run(counter.clone()));
+    let (runner, task) = start(&shared_log(&store), &documents, counter.clone());
     assert!(
         runner
             .wait_for(store.head().await.unwrap(), Duration::from_secs(30))
