@@ -177,17 +177,21 @@ impl File {
     fn read<T>(&self, read: impl FnOnce(&Connection) -> Result<T, Error>) -> Result<T, Error> {
         let connection = self.reader()?;
         let result = read(&connection);
-        self.readers.lock().unwrap().push(connection);
+        self.give_back(connection);
         result
     }
 
-    /// An idle read connection (or a new one); give it back to `readers`.
+    /// An idle read connection (or a new one), for [`File::give_back`].
     fn reader(&self) -> Result<Connection, Error> {
         let idle = self.readers.lock().unwrap().pop();
         match idle {
             Some(connection) => Ok(connection),
             None => open_connection(&self.path),
         }
+    }
+
+    fn give_back(&self, reader: Connection) {
+        self.readers.lock().unwrap().push(reader);
     }
 
     /// Commits the writes, numbering the changes of `followed` models from `next` on.
@@ -264,11 +268,7 @@ impl DocumentReads for Reads<'_> {
             none => {
                 let connection = self.store.files[index].reader()?;
                 if let Err(error) = connection.execute_batch("BEGIN") {
-                    self.store.files[index]
-                        .readers
-                        .lock()
-                        .unwrap()
-                        .push(connection);
+                    self.store.files[index].give_back(connection);
                     return Err(error.into());
                 }
                 none.insert(connection)
@@ -287,7 +287,7 @@ impl Drop for Reads<'_> {
                     tracing::warn!(%error, "cannot end a read transaction of a read model; closing its connection");
                     continue;
                 }
-                file.readers.lock().unwrap().push(connection);
+                file.give_back(connection);
             }
         }
     }

@@ -14,7 +14,8 @@ use crate::feed::{Fed, LogPage, Page, SharedLog};
 
 /// While catching up, a commit covers this many events (unless set otherwise) or this long
 /// folding, whichever comes first: each commit rewrites every B-tree page its documents touch,
-/// so fewer, larger commits write far less. Live (the log drained), every page commits at once.
+/// so fewer, larger commits write far less. Live (a page that reached the log's head), every
+/// page commits at once.
 pub const DEFAULT_COMMIT_EVENTS: usize = 65_536;
 const COMMIT_INTERVAL: Duration = Duration::from_millis(1000);
 /// How often a replica that does not run a projection looks at its checkpoint and asks for it.
@@ -171,7 +172,8 @@ impl ProjectionRunner {
                     fold_pages(
                         documents.as_ref(),
                         projection.as_ref(),
-                        (checkpoint, commit_events),
+                        checkpoint,
+                        commit_events,
                         received,
                         &status,
                     )
@@ -212,7 +214,8 @@ impl ProjectionRunner {
 fn fold_pages(
     store: &dyn DocumentStore,
     projection: &dyn Projection,
-    (checkpoint, commit_events): (Option<Checkpoint>, usize),
+    checkpoint: Option<Checkpoint>,
+    commit_events: usize,
     mut pages: mpsc::Receiver<Page>,
     status: &watch::Sender<ProjectionStatus>,
 ) -> Result<Option<Checkpoint>, Error> {
