@@ -102,6 +102,16 @@ fn story(i: usize) -> (String, Vec<(String, Vec<Event>)>) {
     (member, streams)
 }
 
+/// The process's user and system CPU time so far, from `/proc/self/stat` (Linux; its clock
+/// ticks are 10 ms), to show whether folding is bound by the machine's cores.
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The fields after the command name (which may hold spaces) in parentheses.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = |index: usize| fields.get(index)?.parse::<u64>().ok();
+    Some((ticks(11)? + ticks(12)?) as f64 / 100.0)
+}
+
 fn main() {
     let events: usize = std::env::var("LEDGER_BENCH_EVENTS")
         .ok()
@@ -176,6 +186,7 @@ fn main() {
             Arc::new(EmbeddedDocuments::open(dir.path(), &opened).unwrap());
         // As the server runs them: concurrently, each with its own runner and checkpoint.
         let folding = Instant::now();
+        let cpu_before = cpu_seconds();
         let mut tasks = Vec::new();
         let mut waits = Vec::new();
         // `LEDGER_BENCH_PROJECTIONS=evaluation-briefs,staffing` folds only those (to profile one).
@@ -202,6 +213,13 @@ fn main() {
             "all projections folded {written} events from zero in {took:.1} s: {:.0} events/s",
             written as f64 / took
         );
+        if let (Some(before), Some(after)) = (cpu_before, cpu_seconds()) {
+            let cpu = after - before;
+            println!(
+                "folding used {cpu:.1} s of CPU: {:.2} cores busy on average",
+                cpu / took
+            );
+        }
         for task in tasks {
             task.abort();
         }
