@@ -47,3 +47,58 @@ fn the_load_generator_drives_every_command_of_the_mix_without_errors() {
     assert!(figures["server_peak_memory_mib"].as_f64().unwrap() > 0.0);
     assert!(stdout.contains("commands/s"), "{stdout}");
 }
+
+/// A history written by `fill` is what the server then starts on: the run waits until the
+/// projections have folded it, reports how long start-up and catch-up took, and drives the load
+/// on top without errors.
+#[test]
+fn a_run_on_a_filled_history_waits_for_the_projections_to_fold_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let fill = Command::new(load_binary())
+        .args(["fill", "--events", "20000", "--members", "100"])
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .output()
+        .unwrap();
+    let filled = String::from_utf8_lossy(&fill.stdout);
+    assert!(
+        fill.status.success(),
+        "{filled}\n{}",
+        String::from_utf8_lossy(&fill.stderr)
+    );
+    assert!(
+        filled.starts_with("wrote 20000 events for 100 members"),
+        "{filled}"
+    );
+
+    let report = dir.path().join("load.json");
+    let output = Command::new(load_binary())
+        .args(["--clients", "2", "--seconds", "1", "--members", "16"])
+        .args(["--queries-per-second", "0"])
+        .arg("--server-binary")
+        .arg(server_binary())
+        .arg("--server-data-dir")
+        .arg(&data_dir)
+        .arg("--json")
+        .arg(&report)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(stderr.contains("projections caught up in"), "{stderr}");
+    let figures: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(
+        figures["errors"],
+        serde_json::json!({}),
+        "{stdout}\n{stderr}"
+    );
+    assert!(figures["server_start_seconds"].as_f64().unwrap() > 0.0);
+    assert!(figures["catch_up_seconds"].as_f64().is_some(), "{figures}");
+    assert!(figures["server_memory_mib"].as_f64().unwrap() > 0.0);
+    // The server ran on the given directory (kept), not a temporary one.
+    let read_models = std::fs::read_dir(data_dir.join("readmodels")).unwrap();
+    assert!(read_models.count() > 0, "no read models beside the history");
+}

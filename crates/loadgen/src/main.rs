@@ -3,10 +3,14 @@
 //! running at the same time, and prints commands/s, latency per command type, errors by code,
 //! projection lag and the server's peak memory (optionally as JSON).
 //!
+//! `ledger-load fill` writes a long history into a data directory, and `--server-data-dir`
+//! starts the server on it: the same run then measures the server with that history.
+//!
 //! `ledger-load pg-baseline` runs the comparison: a plain PostgreSQL table, one INSERT per event
 //! with a version check, at the same concurrency.
 
 mod baseline;
+mod fill;
 mod mix;
 mod report;
 mod server;
@@ -43,6 +47,19 @@ enum Command {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// Writes a synthetic history straight into a data directory's embedded event store (no
+    /// server may run on it), for a run with `--server-data-dir`.
+    Fill {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long, default_value_t = 10_000_000)]
+        events: usize,
+        /// Members the history's 1on1 stories are spread over.
+        #[arg(long, default_value_t = 10_000)]
+        members: usize,
+        #[arg(long, default_value = "history")]
+        tenant: String,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -55,6 +72,10 @@ pub(crate) struct RunOptions {
     /// (with --target).
     #[arg(long, requires = "target")]
     data_dir: Option<PathBuf>,
+    /// Starts the server on this data directory (kept; e.g. one `fill` wrote a history into)
+    /// instead of a temporary one, and waits for its projections to catch up before the load.
+    #[arg(long, conflicts_with = "target")]
+    server_data_dir: Option<PathBuf>,
     /// The server binary to start (default: `dialogue-ledger` beside this one).
     #[arg(long, conflicts_with = "target")]
     server_binary: Option<PathBuf>,
@@ -100,6 +121,12 @@ async fn main() -> anyhow::Result<()> {
                 std::fs::write(path, serde_json::to_vec_pretty(&figures)?)?;
             }
         }
+        Some(Command::Fill {
+            data_dir,
+            events,
+            members,
+            tenant,
+        }) => fill::run(&data_dir, events, members, &tenant).await?,
         None => {
             let figures = mix::run(&cli.run).await?;
             report::print(&figures);

@@ -22,7 +22,7 @@ use tonic::transport::Channel;
 use tonic::{Request, Status};
 
 use crate::RunOptions;
-use crate::report::Figures;
+use crate::report::{Figures, Server};
 use crate::server::Target;
 
 /// Members per manager.
@@ -380,6 +380,17 @@ async fn story(clients: &mut Clients, org: &Org, m: usize, id: &str, recorder: &
 pub(crate) async fn run(options: &RunOptions) -> anyhow::Result<Figures> {
     let target = Target::open(options).await?;
     let channel = target.channel().await?;
+    // Before the organisation is set up, so that its commands do not slow the catch-up.
+    let caught_up_in = match &options.server_data_dir {
+        Some(_) => Some(
+            catch_up(
+                ReadModelsClient::new(channel.clone()),
+                target.token("load", "load-observer", &["service"])?,
+            )
+            .await?,
+        ),
+        None => None,
+    };
     eprintln!(
         "setting up {} members on {}",
         options.members, target.endpoint
@@ -457,8 +468,44 @@ pub(crate) async fn run(options: &RunOptions) -> anyhow::Result<Figures> {
         queries_dropped,
         changes,
         &lag,
-        target.peak_memory_kib(),
+        Server {
+            started_in: target.started_in,
+            ready_in: target.ready_in,
+            caught_up_in,
+            peak_memory_kib: target.peak_memory_kib(),
+            memory_kib: target.memory_kib(),
+        },
     ))
+}
+
+/// Waits until every projection has caught up with the log (a server started on a long
+/// history folds it first), printing where they stand; returns how long that took from serving.
+async fn catch_up(
+    mut client: ReadModelsClient<Channel>,
+    token: String,
+) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let mut reported = started;
+    loop {
+        let status = client
+            .get_projection_status(authed(&token, api::GetProjectionStatusRequest {}))
+            .await?
+            .into_inner();
+        if (status.projections.iter()).all(|p| p.caught_up && p.lag_events == 0) {
+            let took = started.elapsed();
+            eprintln!("projections caught up in {took:.1?}");
+            return Ok(took);
+        }
+        if reported.elapsed() >= Duration::from_secs(10) {
+            let behind = (status.projections.iter())
+                .map(|p| p.position.as_ref().map_or(0, |p| p.commit))
+                .min()
+                .unwrap_or(0);
+            eprintln!("projections catching up: the furthest behind at position {behind}");
+            reported = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Asks members' evaluation briefs (as the member) at `per_second`, until `deadline`. Returns

@@ -56,7 +56,25 @@ pub(crate) struct Figures {
     pub(crate) subscription_changes: u64,
     /// The furthest-behind projection's lag, sampled every 250 ms.
     pub(crate) projection_lag: Latency,
+    /// From the server's start to answering its health check (a server this run started).
+    pub(crate) server_start_seconds: Option<f64>,
+    /// From its start to ready: SERVING, its projections within the readiness lag.
+    pub(crate) server_ready_seconds: Option<f64>,
+    /// How long after serving its projections caught up with the history it started on.
+    pub(crate) catch_up_seconds: Option<f64>,
     pub(crate) server_peak_memory_mib: Option<f64>,
+    /// Resident at the end of the run.
+    pub(crate) server_memory_mib: Option<f64>,
+}
+
+/// What was measured of a server this run started.
+#[derive(Debug)]
+pub(crate) struct Server {
+    pub(crate) started_in: Option<Duration>,
+    pub(crate) ready_in: Option<Duration>,
+    pub(crate) caught_up_in: Option<Duration>,
+    pub(crate) peak_memory_kib: Option<u64>,
+    pub(crate) memory_kib: Option<u64>,
 }
 
 impl Figures {
@@ -71,8 +89,9 @@ impl Figures {
         queries_dropped: u64,
         subscription_changes: u64,
         lag: &Histogram<u64>,
-        peak_memory_kib: Option<u64>,
+        server: Server,
     ) -> Self {
+        let mib = |kib: Option<u64>| kib.map(|k| k as f64 / 1024.0);
         let mut all = crate::report::histogram();
         for histogram in commands.values() {
             all.add(histogram).expect("same bounds");
@@ -95,7 +114,11 @@ impl Figures {
             queries_dropped,
             subscription_changes,
             projection_lag: Latency::of(lag),
-            server_peak_memory_mib: peak_memory_kib.map(|k| k as f64 / 1024.0),
+            server_start_seconds: server.started_in.map(|d| d.as_secs_f64()),
+            server_ready_seconds: server.ready_in.map(|d| d.as_secs_f64()),
+            catch_up_seconds: server.caught_up_in.map(|d| d.as_secs_f64()),
+            server_peak_memory_mib: mib(server.peak_memory_kib),
+            server_memory_mib: mib(server.memory_kib),
         }
     }
 }
@@ -139,8 +162,18 @@ pub(crate) fn print(figures: &Figures) {
     for (what, count) in figures.errors.iter().chain(&figures.query_errors) {
         println!("errors: {what}: {count}");
     }
-    if let Some(mib) = figures.server_peak_memory_mib {
-        println!("server peak memory: {mib:.0} MiB");
+    if let (Some(started), Some(ready)) =
+        (figures.server_start_seconds, figures.server_ready_seconds)
+    {
+        println!(
+            "server answering {started:.2} s after it started, ready (SERVING) after {ready:.2} s"
+        );
+    }
+    if let Some(seconds) = figures.catch_up_seconds {
+        println!("projections caught up with the history {seconds:.1} s after serving");
+    }
+    if let (Some(peak), Some(now)) = (figures.server_peak_memory_mib, figures.server_memory_mib) {
+        println!("server memory: peak {peak:.0} MiB, {now:.0} MiB at the end");
     }
 }
 

@@ -1,5 +1,5 @@
-//! The server under load: one this run starts (on an embedded store in a temporary directory),
-//! or one already running.
+//! The server under load: one this run starts (on an embedded store in a temporary directory or
+//! a given one), or one already running.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -20,6 +20,10 @@ pub(crate) struct Target {
     keys: LocalKeys,
     child: Option<Child>,
     _data_dir: Option<tempfile::TempDir>,
+    /// How long the started server took from its start to answering its health check, and to
+    /// being ready (SERVING).
+    pub(crate) started_in: Option<Duration>,
+    pub(crate) ready_in: Option<Duration>,
 }
 
 impl Target {
@@ -34,36 +38,76 @@ impl Target {
                 keys: LocalKeys::new(&data_dir),
                 child: None,
                 _data_dir: None,
+                started_in: None,
+                ready_in: None,
             });
         }
         let binary = match &options.server_binary {
             Some(binary) => binary.clone(),
             None => beside_this_binary("dialogue-ledger")?,
         };
-        let data_dir = tempfile::tempdir()?;
+        let (temporary, data_dir) = match &options.server_data_dir {
+            Some(dir) => (None, dir.clone()),
+            None => {
+                let temporary = tempfile::tempdir()?;
+                let dir = temporary.path().to_owned();
+                (Some(temporary), dir)
+            }
+        };
         let port = free_port()?;
+        let starting = Instant::now();
         let child = Command::new(&binary)
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .arg("--data-dir")
-            .arg(data_dir.path())
+            .arg(&data_dir)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()
             .with_context(|| format!("cannot start {}", binary.display()))?;
-        let target = Self {
+        let mut target = Self {
             endpoint: format!("http://127.0.0.1:{port}"),
-            keys: LocalKeys::new(data_dir.path()),
+            keys: LocalKeys::new(&data_dir),
             child: Some(child),
-            _data_dir: Some(data_dir),
+            _data_dir: temporary,
+            started_in: None,
+            ready_in: None,
         };
-        target.wait_until_serving().await?;
+        // A long history may take a while to fold before the server is ready.
+        let patience = match options.server_data_dir {
+            Some(_) => Duration::from_secs(3600),
+            None => Duration::from_secs(30),
+        };
+        let (started_in, ready_in) = target.wait_until_serving(starting, patience).await?;
+        target.started_in = Some(started_in);
+        target.ready_in = Some(ready_in);
         Ok(target)
     }
 
-    /// Waits until the server answers its health check: the port accepts connections before
-    /// the server has set up (its token key among the rest).
-    async fn wait_until_serving(&self) -> anyhow::Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(30);
+    /// Waits until the server answers its health check at all (the port accepts connections
+    /// before the server has set up, its token key among the rest), then until it is ready.
+    /// Returns how long each took from `starting`.
+    async fn wait_until_serving(
+        &mut self,
+        starting: Instant,
+        readiness_patience: Duration,
+    ) -> anyhow::Result<(Duration, Duration)> {
+        self.wait_for_health(starting + Duration::from_secs(30), |_| true)
+            .await
+            .context("the server did not start")?;
+        let answered = starting.elapsed();
+        self.wait_for_health(starting + readiness_patience, |status| {
+            status == ServingStatus::Serving as i32
+        })
+        .await
+        .context("the server did not become ready")?;
+        Ok((answered, starting.elapsed()))
+    }
+
+    async fn wait_for_health(
+        &mut self,
+        deadline: Instant,
+        wanted: impl Fn(i32) -> bool,
+    ) -> anyhow::Result<()> {
         loop {
             if let Ok(channel) = Endpoint::from_shared(self.endpoint.clone())?
                 .connect()
@@ -72,16 +116,16 @@ impl Target {
                 let check = HealthClient::new(channel)
                     .check(HealthCheckRequest::default())
                     .await;
-                if check
-                    .is_ok_and(|answer| answer.into_inner().status == ServingStatus::Serving as i32)
-                {
+                if check.is_ok_and(|answer| wanted(answer.into_inner().status)) {
                     return Ok(());
                 }
             }
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "the server did not start serving"
-            );
+            if let Some(child) = &mut self.child
+                && let Some(exit) = child.try_wait()?
+            {
+                anyhow::bail!("the server exited: {exit}");
+            }
+            anyhow::ensure!(Instant::now() < deadline, "gave up waiting");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -111,11 +155,21 @@ impl Target {
         })
     }
 
-    /// The started server's peak resident memory (VmHWM), in KiB.
+    /// The started server's peak resident memory so far, in KiB.
     pub(crate) fn peak_memory_kib(&self) -> Option<u64> {
+        self.status_kib("VmHWM:")
+    }
+
+    /// The started server's resident memory now, in KiB.
+    pub(crate) fn memory_kib(&self) -> Option<u64> {
+        self.status_kib("VmRSS:")
+    }
+
+    /// A figure of `/proc/PID/status` in KiB.
+    fn status_kib(&self, field: &str) -> Option<u64> {
         let pid = self.child.as_ref()?.id();
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let line = status.lines().find(|l| l.starts_with(field))?;
         line.split_whitespace().nth(1)?.parse().ok()
     }
 }

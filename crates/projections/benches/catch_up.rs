@@ -1,7 +1,6 @@
-//! Catch-up speed of the projections: writes N events (default 1,000,000) of a realistic mix
-//! (sessions scheduled and held, insights shared for evaluation, goals with progress) for 1,000
-//! members, their text sealed with each member's key as the server stores it, then folds them
-//! from zero and prints events/s.
+//! Catch-up speed of the projections: writes N events (default 1,000,000) of a synthetic
+//! history (`ledger-synthetic`: sessions scheduled and held, insights shared for evaluation,
+//! goals with progress) for 1,000 members, then folds them from zero and prints events/s.
 //!
 //! `cargo bench -p ledger-projections --bench catch_up`; `LEDGER_BENCH_EVENTS` sets N,
 //! `LEDGER_BENCH_DIR` the disk, `LEDGER_BENCH_PROJECTIONS` a comma-separated choice of projections.
@@ -9,7 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ledger_domain::{Event, pb, to_timestamp};
+use ledger_domain::TenantId;
 use ledger_privacy::{KeyRing, MasterKey, SqliteKeys};
 use ledger_projections::development::DevelopmentReviews;
 use ledger_projections::evaluation::EvaluationBriefs;
@@ -18,89 +17,13 @@ use ledger_projections::staffing::Staffing;
 use ledger_projections::{
     DocumentStore, EmbeddedDocuments, Projection, ProjectionRunner, SharedLog,
 };
-use ledger_store::{EventStore, ExpectedVersion, Metadata, NewEvent, StreamName};
+use ledger_store::EventStore;
 use ledger_store_embedded::EmbeddedStore;
-use uuid::Uuid;
+use ledger_synthetic::History;
 
 /// As the server allocates.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-const WRITERS: usize = 64;
-const MEMBERS: usize = 1000;
-/// 2026-12-01T10:00:00Z
-const DEC_1: i64 = 1_796_119_200_000_000;
-
-/// The events of story `i`: 8 events in 3 streams, and whose they are.
-fn story(i: usize) -> (String, Vec<(String, Vec<Event>)>) {
-    let member = format!("m{}", i % MEMBERS);
-    let partner = format!("m{}", (i + 1) % MEMBERS);
-    let session = pb::SessionScheduled {
-        session_id: format!("s{i}"),
-        member_id: member.clone(),
-        partner_id: partner,
-        relationship: pb::Relationship::Horizontal.into(),
-        purposes: vec![
-            pb::Purpose::Growth.into(),
-            pb::Purpose::CareerAutonomy.into(),
-        ],
-        scheduled_at: Some(to_timestamp(DEC_1)),
-        ..Default::default()
-    };
-    let held = pb::SessionHeld {
-        session_id: format!("s{i}"),
-        held_at: Some(to_timestamp(DEC_1)),
-        duration_minutes: 30,
-    };
-    let agreed = pb::ActionItemAgreed {
-        session_id: format!("s{i}"),
-        item_id: "a".into(),
-        owner_id: member.clone(),
-        ..Default::default()
-    };
-    let insight = pb::InsightRecorded {
-        insight_id: format!("i{i}"),
-        subject_id: member.clone(),
-        session_id: format!("s{i}"),
-        kind: pb::InsightKind::Strength.into(),
-        tags: vec!["python".into(), "mentoring".into()],
-        text: "enjoys teaching".into(),
-        scopes: vec![pb::SharingScope::Participants.into()],
-        ..Default::default()
-    };
-    let shared = pb::InsightShared {
-        insight_id: format!("i{i}"),
-        added: vec![pb::SharingScope::Evaluation.into()],
-        ..Default::default()
-    };
-    let goal = pb::GoalSet {
-        goal_id: format!("g{i}"),
-        owner_id: member.clone(),
-        period: "2026-H2".into(),
-        title: "grow".into(),
-        ..Default::default()
-    };
-    let progress = |value| pb::GoalProgressRecorded {
-        goal_id: format!("g{i}"),
-        value,
-        ..Default::default()
-    };
-    let streams = vec![
-        (
-            format!("bench/session-s{i}"),
-            vec![session.into(), held.into(), agreed.into()],
-        ),
-        (
-            format!("bench/insight-i{i}"),
-            vec![insight.into(), shared.into()],
-        ),
-        (
-            format!("bench/goal-g{i}"),
-            vec![goal.into(), progress(1.0).into(), progress(2.0).into()],
-        ),
-    ];
-    (member, streams)
-}
 
 /// The process's user and system CPU time so far, from `/proc/self/stat` (Linux; its clock
 /// ticks are 10 ms), to show whether folding is bound by the machine's cores.
@@ -133,40 +56,13 @@ fn main() {
             )
             .unwrap(),
         );
-        let stories = events.div_ceil(8);
         let started = Instant::now();
-        let writers: Vec<_> = (0..WRITERS)
-            .map(|w| {
-                let (store, keys) = (store.clone(), keys.clone());
-                tokio::spawn(async move {
-                    for i in (w..stories).step_by(WRITERS) {
-                        let (member, streams) = story(i);
-                        for (stream, events) in streams {
-                            let mut batch = Vec::new();
-                            for mut event in events {
-                                let id = Uuid::new_v4();
-                                (keys.seal("bench", &member, &stream, id, &mut event).await)
-                                    .unwrap();
-                                batch.push(NewEvent {
-                                    id,
-                                    event_type: event.type_name().into(),
-                                    payload: event.encode().into(),
-                                    metadata: Metadata::default(),
-                                });
-                            }
-                            let stream = StreamName::new(stream).unwrap();
-                            store
-                                .append(&stream, ExpectedVersion::NoStream, batch)
-                                .await
-                                .unwrap();
-                        }
-                    }
-                })
-            })
-            .collect();
-        for writer in writers {
-            writer.await.unwrap();
-        }
+        let history = History {
+            tenant: TenantId::parse("bench").unwrap(),
+            members: 1000,
+            events,
+        };
+        history.write(Arc::new(store.clone()), keys).await.unwrap();
         let head = store.head().await.unwrap();
         let written = head.map_or(0, |p| p.commit());
         println!(

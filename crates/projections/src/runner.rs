@@ -156,9 +156,12 @@ impl ProjectionRunner {
             blocking(move || documents.reset(name, models)).await?;
             checkpoint = None;
         }
+        // No page may come to say so: a projection at the head (or on an empty log) has caught up.
+        let position = checkpoint.map(|c| c.position);
+        let at_head = (self.log.store().head().await).is_ok_and(|head| position >= head);
         self.status.send_replace(ProjectionStatus {
-            position: checkpoint.map(|c| c.position),
-            caught_up: false,
+            position,
+            caught_up: at_head,
             running_here: true,
         });
         loop {

@@ -293,3 +293,34 @@ async fn live_folds_commit_as_events_come_under_a_steady_write_load() {
     let _ = task.await;
     store.close().await.unwrap();
 }
+
+/// A projection whose checkpoint is already at the head when it starts has caught up, though no
+/// event comes to say so (readiness and the load generator wait for it), and so has one on an
+/// empty log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projection_starting_at_the_head_reports_caught_up_without_new_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path().join("log")).unwrap();
+    let counter = Counter::new("counter", &["count"]);
+    let documents = Arc::new(EmbeddedDocuments::open(dir.path(), &[counter.as_ref()]).unwrap());
+    let caught_up = |runner: ProjectionRunner| async move {
+        let mut status = runner.status();
+        let reported = status.wait_for(|s| s.caught_up && s.running_here);
+        tokio::time::timeout(Duration::from_secs(10), reported)
+            .await
+            .is_ok()
+    };
+
+    let (runner, task) = start(&shared_log(&store), &documents, counter.clone());
+    assert!(caught_up(runner).await, "on an empty log");
+    task.abort();
+    let _ = task.await;
+
+    append_units(&store, "acme", 0, 50).await;
+    run_to_head(&store, documents.clone(), counter.clone()).await;
+    let (runner, task) = start(&shared_log(&store), &documents, counter.clone());
+    assert!(caught_up(runner).await, "at the head");
+    task.abort();
+    let _ = task.await;
+    store.close().await.unwrap();
+}
