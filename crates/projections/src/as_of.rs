@@ -75,7 +75,7 @@ impl DocumentStore for MemoryDocuments {
         Ok(())
     }
 
-    fn changes(&self, _after: u64, _limit: usize) -> Result<Vec<Change>, Error> {
+    fn changes(&self, _tenant: &str, _after: u64, _limit: usize) -> Result<Vec<Change>, Error> {
         // A rebuild for one query has no subscribers.
         Ok(Vec::new())
     }

@@ -83,8 +83,10 @@ pub trait DocumentStore: Send + Sync + std::fmt::Debug + 'static {
         writes: &[Write],
         followed: &[&str],
     ) -> Result<(), Error>;
-    /// The documents changed after change number `after`, oldest change first, at most `limit`.
-    fn changes(&self, after: u64, limit: usize) -> Result<Vec<Change>, Error>;
+    /// The documents of `tenant` (keys `{tenant}/...`) changed after change number `after`,
+    /// oldest change first, at most `limit`: a subscriber reads its own tenant's changes, however
+    /// many other tenants have.
+    fn changes(&self, tenant: &str, after: u64, limit: usize) -> Result<Vec<Change>, Error>;
     /// Deletes the projection's documents (of `models`) and its checkpoint, for a rebuild.
     fn reset(&self, projection: &str, models: &[&str]) -> Result<(), Error>;
     /// Claims the right to run `projection` in this process for as long as the lease lives;
@@ -431,8 +433,8 @@ mod tests {
         ) -> Result<(), Error> {
             self.inner.commit(projection, from, to, writes, followed)
         }
-        fn changes(&self, after: u64, limit: usize) -> Result<Vec<Change>, Error> {
-            self.inner.changes(after, limit)
+        fn changes(&self, tenant: &str, after: u64, limit: usize) -> Result<Vec<Change>, Error> {
+            self.inner.changes(tenant, after, limit)
         }
         fn reset(&self, projection: &str, models: &[&str]) -> Result<(), Error> {
             self.inner.reset(projection, models)

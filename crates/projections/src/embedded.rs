@@ -156,7 +156,11 @@ impl File {
                  model TEXT NOT NULL, key TEXT NOT NULL, body BLOB, seq INTEGER,
                  PRIMARY KEY (model, key)
              ) WITHOUT ROWID;
-             CREATE INDEX IF NOT EXISTS documents_by_seq ON documents (seq) WHERE seq IS NOT NULL;
+             -- A tenant's changes in order (keys begin `{tenant}/`), so a subscriber never reads
+             -- through other tenants'; it replaced an index of all changes.
+             DROP INDEX IF EXISTS documents_by_seq;
+             CREATE INDEX IF NOT EXISTS documents_by_tenant_change
+                 ON documents (substr(key, 1, instr(key, '/')), seq) WHERE seq IS NOT NULL;
              CREATE TABLE IF NOT EXISTS checkpoints (
                  projection TEXT PRIMARY KEY, version INTEGER NOT NULL,
                  commit_pos INTEGER NOT NULL, prepare_pos INTEGER NOT NULL
@@ -293,6 +297,11 @@ impl Drop for Reads<'_> {
     }
 }
 
+/// Through `documents_by_tenant_change`, whose expression it repeats.
+const CHANGES_OF_TENANT: &str = "SELECT seq, model, key FROM documents
+     WHERE substr(key, 1, instr(key, '/')) = ?1 AND seq > ?2 AND seq <= ?3
+     ORDER BY seq LIMIT ?4";
+
 fn get(connection: &Connection, model: &str, key: &str) -> Result<Option<Vec<u8>>, Error> {
     let body = connection
         .prepare_cached("SELECT body FROM documents WHERE model = ?1 AND key = ?2")?
@@ -393,17 +402,15 @@ impl DocumentStore for EmbeddedDocuments {
         file.commit(projection, from, to, writes, followed, first)
     }
 
-    fn changes(&self, after: u64, limit: usize) -> Result<Vec<Change>, Error> {
+    fn changes(&self, tenant: &str, after: u64, limit: usize) -> Result<Vec<Change>, Error> {
         let visible = self.sequence.lock().unwrap().visible();
+        let prefix = format!("{tenant}/");
         let mut changes = Vec::new();
         for file in &self.files {
             changes.extend(file.read(|reader| {
-                let mut select = reader.prepare_cached(
-                    "SELECT seq, model, key FROM documents WHERE seq > ?1 AND seq <= ?2
-                     ORDER BY seq LIMIT ?3",
-                )?;
+                let mut select = reader.prepare_cached(CHANGES_OF_TENANT)?;
                 let rows = select.query_map(
-                    params![after as i64, visible as i64, limit as i64],
+                    params![prefix, after as i64, visible as i64, limit as i64],
                     |row| {
                         Ok(Change {
                             seq: row.get::<_, i64>(0)? as u64,
@@ -482,29 +489,29 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedDocuments::open(dir.path(), &[&A, &B]).unwrap();
         store
-            .commit("a", None, at(1), &[put("a-doc", "x")], &["a-doc"])
+            .commit("a", None, at(1), &[put("a-doc", "t/x")], &["a-doc"])
             .unwrap();
         store
-            .commit("b", None, at(2), &[put("b-doc", "y")], &["b-doc"])
+            .commit("b", None, at(2), &[put("b-doc", "t/y")], &["b-doc"])
             .unwrap();
         assert!(dir.path().join("readmodels/a.db").exists());
         assert!(dir.path().join("readmodels/b.db").exists());
-        assert_eq!(store.get("b-doc", "y").unwrap(), Some(b"1".to_vec()));
-        assert_eq!(store.get("a-doc", "y").unwrap(), None);
+        assert_eq!(store.get("b-doc", "t/y").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(store.get("a-doc", "t/y").unwrap(), None);
         assert!(matches!(
-            store.get("c-doc", "y"),
+            store.get("c-doc", "t/y"),
             Err(Error::Unknown(model)) if model == "c-doc"
         ));
         let seqs = |after| {
-            (store.changes(after, 10).unwrap().into_iter())
+            (store.changes("t", after, 10).unwrap().into_iter())
                 .map(|c| (c.seq, c.key))
                 .collect::<Vec<_>>()
         };
-        assert_eq!(seqs(0), [(1, "x".to_owned()), (2, "y".to_owned())]);
-        assert_eq!(seqs(1), [(2, "y".to_owned())]);
+        assert_eq!(seqs(0), [(1, "t/x".to_owned()), (2, "t/y".to_owned())]);
+        assert_eq!(seqs(1), [(2, "t/y".to_owned())]);
         // A second commit of `a` conflicts if its checkpoint moved; nothing is numbered.
         assert!(matches!(
-            store.commit("a", None, at(3), &[put("a-doc", "z")], &["a-doc"]),
+            store.commit("a", None, at(3), &[put("a-doc", "t/z")], &["a-doc"]),
             Err(Error::Conflict)
         ));
         assert_eq!(seqs(2), []);
@@ -513,36 +520,36 @@ mod tests {
         drop(store);
         let store = EmbeddedDocuments::open(dir.path(), &[&A, &B]).unwrap();
         store
-            .commit("a", Some(at(1)), at(3), &[put("a-doc", "z")], &["a-doc"])
+            .commit("a", Some(at(1)), at(3), &[put("a-doc", "t/z")], &["a-doc"])
             .unwrap();
-        let last = store.changes(0, 10).unwrap().last().unwrap().seq;
+        let last = store.changes("t", 0, 10).unwrap().last().unwrap().seq;
         assert!(last > 2, "{last}");
 
         // A deleted document leaves the queries but not the change feed.
         let delete = Write::Delete {
             model: "a-doc".into(),
-            key: "x".into(),
+            key: "t/x".into(),
         };
         store
             .commit("a", Some(at(3)), at(4), &[delete], &["a-doc"])
             .unwrap();
-        assert_eq!(store.get("a-doc", "x").unwrap(), None);
+        assert_eq!(store.get("a-doc", "t/x").unwrap(), None);
         let scanned: Vec<_> = (store.scan("a-doc", "").unwrap().into_iter())
             .map(|(key, _)| key)
             .collect();
-        assert_eq!(scanned, ["z"]);
-        let latest = store.changes(last, 10).unwrap();
+        assert_eq!(scanned, ["t/z"]);
+        let latest = store.changes("t", last, 10).unwrap();
         assert_eq!(latest.len(), 1);
-        assert_eq!((latest[0].seq, latest[0].key.as_str()), (last + 1, "x"));
+        assert_eq!((latest[0].seq, latest[0].key.as_str()), (last + 1, "t/x"));
 
         // A rebuild deletes the documents but never reuses a number.
         store.reset("a", &["a-doc"]).unwrap();
         drop(store);
         let store = EmbeddedDocuments::open(dir.path(), &[&A, &B]).unwrap();
         store
-            .commit("a", None, at(5), &[put("a-doc", "w")], &["a-doc"])
+            .commit("a", None, at(5), &[put("a-doc", "t/w")], &["a-doc"])
             .unwrap();
-        assert_eq!(store.changes(last + 1, 10).unwrap()[0].seq, last + 2);
+        assert_eq!(store.changes("t", last + 1, 10).unwrap()[0].seq, last + 2);
     }
 
     #[test]
@@ -552,23 +559,57 @@ mod tests {
         // `a` reserved number 1 and has not committed yet; `b` commits number 2.
         let slow = Reservation::take(&store.sequence, 1).unwrap();
         store
-            .commit("b", None, at(2), &[put("b-doc", "y")], &["b-doc"])
+            .commit("b", None, at(2), &[put("b-doc", "t/y")], &["b-doc"])
             .unwrap();
-        assert_eq!(store.changes(0, 10).unwrap(), []);
+        assert_eq!(store.changes("t", 0, 10).unwrap(), []);
         (store.files[0])
             .commit(
                 "a",
                 None,
                 at(1),
-                &[put("a-doc", "x")],
+                &[put("a-doc", "t/x")],
                 &["a-doc"],
                 slow.first,
             )
             .unwrap();
         drop(slow);
-        let keys: Vec<_> = (store.changes(0, 10).unwrap().into_iter())
+        let keys: Vec<_> = (store.changes("t", 0, 10).unwrap().into_iter())
             .map(|c| c.key)
             .collect();
-        assert_eq!(keys, ["x", "y"]);
+        assert_eq!(keys, ["t/x", "t/y"]);
+    }
+
+    #[test]
+    fn a_tenants_changes_come_through_its_own_index_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedDocuments::open(dir.path(), &[&A, &B]).unwrap();
+        let writes = [
+            put("a-doc", "t/x"),
+            put("a-doc", "tt/x"),
+            put("a-doc", "u/x"),
+        ];
+        store.commit("a", None, at(1), &writes, &["a-doc"]).unwrap();
+        let keys = |tenant| {
+            (store.changes(tenant, 0, 10).unwrap().into_iter())
+                .map(|c| c.key)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(keys("t"), ["t/x"]);
+        assert_eq!(keys("tt"), ["tt/x"]);
+        assert_eq!(keys("v"), Vec::<String>::new());
+        // Read through the index, not by scanning every tenant's changes.
+        let plan: Vec<String> = store.files[0]
+            .read(|reader| {
+                let mut explain =
+                    reader.prepare(&format!("EXPLAIN QUERY PLAN {CHANGES_OF_TENANT}"))?;
+                let rows = explain.query_map(params!["t/", 0, 10, 10], |row| row.get(3))?;
+                Ok(rows.collect::<Result<_, _>>()?)
+            })
+            .unwrap();
+        assert!(
+            plan.iter()
+                .any(|step| step.contains("INDEX documents_by_tenant_change (<expr>=?")),
+            "{plan:?}"
+        );
     }
 }

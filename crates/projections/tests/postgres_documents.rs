@@ -82,19 +82,20 @@ async fn commits_scans_changes_and_leases() {
             .collect();
         assert_eq!(scanned, ["acme/a_1", "acme/ab"]);
         assert_eq!(one.scan("m", "acme/a_").unwrap().len(), 1);
-        let changes: Vec<_> = one
-            .changes(0, 100)
-            .unwrap()
-            .into_iter()
-            .map(|c| c.key)
-            .collect();
+        let changed = |tenant: &str, after: u64| -> Vec<String> {
+            (one.changes(tenant, after, 100).unwrap().into_iter())
+                .map(|c| c.key)
+                .collect()
+        };
         assert_eq!(
-            changes,
-            ["acme/a_1", "acme/ab", "acme/b", "globex/a"],
-            "internal models stay out"
+            changed("acme", 0),
+            ["acme/a_1", "acme/ab", "acme/b"],
+            "internal models and other tenants stay out"
         );
-        let first = one.changes(0, 100).unwrap()[0].seq;
-        assert_eq!(one.changes(first, 100).unwrap().len(), 3);
+        assert_eq!(changed("globex", 0), ["globex/a"]);
+        assert!(changed("acm", 0).is_empty(), "a tenant is not a key prefix");
+        let first = one.changes("acme", 0, 100).unwrap()[0].seq;
+        assert_eq!(changed("acme", first), ["acme/ab", "acme/b"]);
 
         one.reset("p", &["m"]).unwrap();
         assert_eq!(two.checkpoint("p").unwrap(), None);

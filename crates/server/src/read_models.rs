@@ -1034,14 +1034,15 @@ impl ReadModelsService {
         let models = following.read_model.models();
         let mut decided: HashMap<String, Option<Reader>> = HashMap::new();
         loop {
-            let documents = self.documents.clone();
-            let changes = match blocking(move || documents.changes(after, 1024)).await {
-                Ok(changes) => changes,
-                Err(error) => {
-                    let _ = sender.send(Err(error)).await;
-                    return;
-                }
-            };
+            let (documents, tenant) = (self.documents.clone(), following.caller.tenant.clone());
+            let changes =
+                match blocking(move || documents.changes(tenant.as_str(), after, 1024)).await {
+                    Ok(changes) => changes,
+                    Err(error) => {
+                        let _ = sender.send(Err(error)).await;
+                        return;
+                    }
+                };
             let Some(last) = changes.last() else {
                 let any_changed =
                     futures::future::select_all(statuses.iter_mut().map(|s| Box::pin(s.changed())));
