@@ -1,40 +1,55 @@
 //! The load generator against a server it starts: the organisation is set up, every command of
-//! the mix is acknowledged, queries and the subscription get answers, and the JSON report says so.
+//! the mix is acknowledged, queries and the subscription get answers, and the JSON report says so;
+//! and on a history `fill` wrote, which the run waits for the projections to fold.
 
+use std::path::Path;
 use std::process::Command;
 
 use ledger_e2e::server::{load_binary, server_binary};
 
-#[test]
-fn the_load_generator_drives_every_command_of_the_mix_without_errors() {
-    let dir = tempfile::tempdir().unwrap();
-    let report = dir.path().join("load.json");
+/// What a run with `args` reported: its JSON figures and its output (for failure messages).
+/// Fails unless it succeeded without a failed command.
+fn run_load(dir: &Path, args: &[&str]) -> (serde_json::Value, String) {
+    let report = dir.join("load.json");
     let output = Command::new(load_binary())
-        .args(["--clients", "2", "--seconds", "2", "--members", "16"])
-        .args(["--queries-per-second", "20"])
+        .args(args)
         .arg("--server-binary")
         .arg(server_binary())
         .arg("--json")
         .arg(&report)
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stdout}\n{stderr}");
+    let printed = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "{printed}");
     let figures: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
-    assert_eq!(
-        figures["errors"],
-        serde_json::json!({}),
-        "{stdout}\n{stderr}"
+    assert_eq!(figures["errors"], serde_json::json!({}), "{printed}");
+    (figures, printed)
+}
+
+#[test]
+fn the_load_generator_drives_every_command_of_the_mix_without_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let (figures, printed) = run_load(
+        dir.path(),
+        &[
+            "--clients",
+            "2",
+            "--seconds",
+            "2",
+            "--members",
+            "16",
+            "--queries-per-second",
+            "20",
+        ],
     );
-    assert_eq!(
-        figures["query_errors"],
-        serde_json::json!({}),
-        "{stdout}\n{stderr}"
-    );
+    assert_eq!(figures["query_errors"], serde_json::json!({}), "{printed}");
     let by_command = figures["by_command"].as_object().unwrap();
-    assert_eq!(by_command.len(), 10, "{stdout}");
+    assert_eq!(by_command.len(), 10, "{printed}");
     for (command, latency) in by_command {
         assert!(
             latency["count"].as_u64().unwrap() > 0,
@@ -45,7 +60,7 @@ fn the_load_generator_drives_every_command_of_the_mix_without_errors() {
     assert!(figures["queries"]["count"].as_u64().unwrap() > 0);
     assert!(figures["subscription_changes"].as_u64().unwrap() > 0);
     assert!(figures["server_peak_memory_mib"].as_f64().unwrap() > 0.0);
-    assert!(stdout.contains("commands/s"), "{stdout}");
+    assert!(printed.contains("commands/s"), "{printed}");
 }
 
 /// A history written by `fill` is what the server then starts on: the run waits until the
@@ -72,30 +87,24 @@ fn a_run_on_a_filled_history_waits_for_the_projections_to_fold_it() {
         "{filled}"
     );
 
-    let report = dir.path().join("load.json");
-    let output = Command::new(load_binary())
-        .args(["--clients", "2", "--seconds", "1", "--members", "16"])
-        .args(["--queries-per-second", "0"])
-        .arg("--server-binary")
-        .arg(server_binary())
-        .arg("--server-data-dir")
-        .arg(&data_dir)
-        .arg("--json")
-        .arg(&report)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stdout}\n{stderr}");
-    assert!(stderr.contains("projections caught up in"), "{stderr}");
-    let figures: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
-    assert_eq!(
-        figures["errors"],
-        serde_json::json!({}),
-        "{stdout}\n{stderr}"
+    let (figures, printed) = run_load(
+        dir.path(),
+        &[
+            "--clients",
+            "2",
+            "--seconds",
+            "1",
+            "--members",
+            "16",
+            "--queries-per-second",
+            "0",
+            "--server-data-dir",
+            data_dir.to_str().unwrap(),
+        ],
     );
+    assert!(printed.contains("projections caught up in"), "{printed}");
     assert!(figures["server_start_seconds"].as_f64().unwrap() > 0.0);
+    assert!(figures["server_ready_seconds"].as_f64().unwrap() > 0.0);
     assert!(figures["catch_up_seconds"].as_f64().is_some(), "{figures}");
     assert!(figures["server_memory_mib"].as_f64().unwrap() > 0.0);
     // The server ran on the given directory (kept), not a temporary one.
