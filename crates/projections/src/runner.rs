@@ -103,6 +103,12 @@ impl ProjectionRunner {
             .is_ok_and(|r| r.is_ok())
     }
 
+    /// Whether `position` is at the log's head (or the log is empty); `false` if the store does
+    /// not say where its head is.
+    async fn at_head(&self, position: Option<Position>) -> bool {
+        (self.log.store().head().await).is_ok_and(|head| position >= head)
+    }
+
     /// Until this process holds the projection's lease, follows the checkpoint that the holder
     /// moves (so queries here wait for the right thing), trying for the lease every moment.
     async fn stand_by(&self, name: &'static str) -> Lease {
@@ -125,11 +131,11 @@ impl ProjectionRunner {
             }
             let documents = self.documents.clone();
             if let Ok(Some(checkpoint)) = blocking(move || documents.checkpoint(name)).await {
-                let head = self.log.store().head().await.ok().flatten();
+                let at_head = self.at_head(Some(checkpoint.position)).await;
                 self.status.send_if_modified(|status| {
                     let before = *status;
                     status.position = Some(checkpoint.position);
-                    status.caught_up |= head.is_some_and(|head| checkpoint.position >= head);
+                    status.caught_up |= at_head;
                     *status != before
                 });
             }
@@ -158,10 +164,9 @@ impl ProjectionRunner {
         }
         // No page may come to say so: a projection at the head (or on an empty log) has caught up.
         let position = checkpoint.map(|c| c.position);
-        let at_head = (self.log.store().head().await).is_ok_and(|head| position >= head);
         self.status.send_replace(ProjectionStatus {
             position,
-            caught_up: at_head,
+            caught_up: self.at_head(position).await,
             running_here: true,
         });
         loop {
