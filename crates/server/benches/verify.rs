@@ -111,10 +111,7 @@ async fn run(dir: &std::path::Path, events: usize) {
     let endpoint = format!("http://{addr}");
     let mut client = LedgerClient::connect(endpoint.clone()).await.unwrap();
     loop {
-        let mut request = tonic::Request::new(api::GetCheckpointRequest {});
-        request
-            .metadata_mut()
-            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        let request = authed(&token, api::GetCheckpointRequest {});
         match client.get_checkpoint(request).await {
             Ok(checkpoint) if checkpoint.get_ref().tree_size == events as u64 => break,
             _ => tokio::time::sleep(Duration::from_millis(200)).await,
@@ -150,11 +147,7 @@ async fn run(dir: &std::path::Path, events: usize) {
 
     // The stream alone: every event received and decoded by the client, nothing recomputed.
     let streaming = Instant::now();
-    let mut request = tonic::Request::new(api::ReplayAllRequest { from_leaf_index: 0 });
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {}", options.token).parse().unwrap(),
-    );
+    let request = authed(&options.token, api::ReplayAllRequest { from_leaf_index: 0 });
     let mut stream = client.replay_all(request).await.unwrap().into_inner();
     let mut streamed = 0usize;
     while let Some(event) = stream.message().await.unwrap() {
@@ -170,4 +163,13 @@ async fn run(dir: &std::path::Path, events: usize) {
 
     let _ = stop.send(());
     server.await.unwrap().unwrap();
+}
+
+/// `message` with the bearer `token`.
+fn authed<T>(token: &str, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
 }
