@@ -1,7 +1,7 @@
 //! `ledger-load`: drives a dialogue ledger server over gRPC with a realistic command mix from C
 //! concurrent clients for D seconds, with queries, a subscription and projection-status samples
 //! running at the same time, and prints commands/s, latency per command type, errors by code,
-//! projection lag and the server's peak memory (optionally as JSON).
+//! projection lag, and of a server it started its start-up time and memory (optionally as JSON).
 //!
 //! `ledger-load fill` writes a long history into a data directory, and `--server-data-dir`
 //! starts the server on it: the same run then measures the server with that history.
