@@ -60,7 +60,10 @@ fn the_load_generator_drives_every_command_of_the_mix_without_errors() {
     assert!(figures["queries"]["count"].as_u64().unwrap() > 0);
     assert!(figures["subscription_changes"].as_u64().unwrap() > 0);
     assert!(figures["server_peak_memory_mib"].as_f64().unwrap() > 0.0);
+    assert!(figures["server_cpu_cores"].as_f64().unwrap() > 0.0);
+    assert!(figures["server_cpu_micros_per_command"].as_f64().unwrap() > 0.0);
     assert!(printed.contains("commands/s"), "{printed}");
+    assert!(printed.contains("µs per command"), "{printed}");
 }
 
 /// A history written by `fill` is what the server then starts on: the run waits until the

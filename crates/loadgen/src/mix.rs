@@ -400,6 +400,7 @@ pub(crate) async fn run(options: &RunOptions) -> anyhow::Result<Figures> {
     eprintln!("driving {} clients for {duration:?}", options.clients);
     let started = Instant::now();
     let deadline = started + duration;
+    let cpu_before = target.cpu_seconds();
 
     // Each client on a connection of its own, as separate services would be.
     let mut workers = Vec::new();
@@ -453,6 +454,10 @@ pub(crate) async fn run(options: &RunOptions) -> anyhow::Result<Figures> {
         commands.merge(worker.await?);
     }
     let elapsed = started.elapsed();
+    let cpu_seconds = target
+        .cpu_seconds()
+        .zip(cpu_before)
+        .map(|(end, start)| end - start);
     let (query_recorder, queries_dropped) = queries.await?;
     let lag = lag.await?;
     subscription.abort();
@@ -474,6 +479,7 @@ pub(crate) async fn run(options: &RunOptions) -> anyhow::Result<Figures> {
             caught_up_in,
             peak_memory_kib: target.peak_memory_kib(),
             memory_kib: target.memory_kib(),
+            cpu_seconds,
         },
     ))
 }

@@ -65,6 +65,11 @@ pub(crate) struct Figures {
     pub(crate) server_peak_memory_mib: Option<f64>,
     /// Resident at the end of the run.
     pub(crate) server_memory_mib: Option<f64>,
+    /// The server's CPU time while the clients drove it, over the run's length: how many cores
+    /// it kept busy. On a shared machine this, not commands/s alone, shows what a change saved.
+    pub(crate) server_cpu_cores: Option<f64>,
+    /// The server's CPU time per acknowledged command, in microseconds.
+    pub(crate) server_cpu_micros_per_command: Option<f64>,
 }
 
 /// What was measured of a server this run started.
@@ -75,6 +80,8 @@ pub(crate) struct Server {
     pub(crate) caught_up_in: Option<Duration>,
     pub(crate) peak_memory_kib: Option<u64>,
     pub(crate) memory_kib: Option<u64>,
+    /// CPU seconds the server used while the clients drove it.
+    pub(crate) cpu_seconds: Option<f64>,
 }
 
 impl Figures {
@@ -119,6 +126,10 @@ impl Figures {
             catch_up_seconds: server.caught_up_in.map(|d| d.as_secs_f64()),
             server_peak_memory_mib: mib(server.peak_memory_kib),
             server_memory_mib: mib(server.memory_kib),
+            server_cpu_cores: server.cpu_seconds.map(|cpu| cpu / seconds),
+            server_cpu_micros_per_command: (server.cpu_seconds)
+                .filter(|_| !all.is_empty())
+                .map(|cpu| cpu * 1e6 / all.len() as f64),
         }
     }
 }
@@ -174,6 +185,12 @@ pub(crate) fn print(figures: &Figures) {
     }
     if let (Some(peak), Some(now)) = (figures.server_peak_memory_mib, figures.server_memory_mib) {
         println!("server memory: peak {peak:.0} MiB, {now:.0} MiB at the end");
+    }
+    if let (Some(cores), Some(micros)) = (
+        figures.server_cpu_cores,
+        figures.server_cpu_micros_per_command,
+    ) {
+        println!("server CPU: {cores:.2} cores busy, {micros:.0} µs per command");
     }
 }
 

@@ -165,6 +165,17 @@ impl Target {
         self.status_kib("VmRSS:")
     }
 
+    /// The CPU time the started server has used so far (user and system), in seconds.
+    pub(crate) fn cpu_seconds(&self) -> Option<f64> {
+        let pid = self.child.as_ref()?.id();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The fields after the command name (which may hold spaces) in parentheses.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let ticks = |index: usize| fields.get(index)?.parse::<u64>().ok();
+        // utime and stime, in the kernel's USER_HZ ticks (100 a second on Linux).
+        Some((ticks(11)? + ticks(12)?) as f64 / 100.0)
+    }
+
     /// A figure of `/proc/PID/status` in KiB.
     fn status_kib(&self, field: &str) -> Option<u64> {
         let pid = self.child.as_ref()?.id();
