@@ -167,8 +167,7 @@ impl Target {
 
     /// The CPU time the started server has used so far (user and system), in seconds.
     pub(crate) fn cpu_seconds(&self) -> Option<f64> {
-        let pid = self.child.as_ref()?.id();
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let stat = self.proc_file("stat")?;
         // The fields after the command name (which may hold spaces) in parentheses.
         let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
         let ticks = |index: usize| fields.get(index)?.parse::<u64>().ok();
@@ -178,10 +177,15 @@ impl Target {
 
     /// A figure of `/proc/PID/status` in KiB.
     fn status_kib(&self, field: &str) -> Option<u64> {
-        let pid = self.child.as_ref()?.id();
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let status = self.proc_file("status")?;
         let line = status.lines().find(|l| l.starts_with(field))?;
         line.split_whitespace().nth(1)?.parse().ok()
+    }
+
+    /// The started server's `/proc/PID/{name}`; `None` for a server this run did not start.
+    fn proc_file(&self, name: &str) -> Option<String> {
+        let pid = self.child.as_ref()?.id();
+        std::fs::read_to_string(format!("/proc/{pid}/{name}")).ok()
     }
 }
 
