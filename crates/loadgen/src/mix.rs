@@ -401,6 +401,7 @@ pub(crate) async fn run(options: &RunOptions) -> anyhow::Result<Figures> {
     let started = Instant::now();
     let deadline = started + duration;
     let cpu_before = target.cpu_seconds();
+    let written_before = target.disk_written_bytes();
 
     // Each client on a connection of its own, as separate services would be.
     let mut workers = Vec::new();
@@ -458,6 +459,10 @@ pub(crate) async fn run(options: &RunOptions) -> anyhow::Result<Figures> {
         .cpu_seconds()
         .zip(cpu_before)
         .map(|(end, start)| end - start);
+    let disk_written_bytes = target
+        .disk_written_bytes()
+        .zip(written_before)
+        .map(|(end, start)| end - start);
     let (query_recorder, queries_dropped) = queries.await?;
     let lag = lag.await?;
     subscription.abort();
@@ -480,6 +485,7 @@ pub(crate) async fn run(options: &RunOptions) -> anyhow::Result<Figures> {
             peak_memory_kib: target.peak_memory_kib(),
             memory_kib: target.memory_kib(),
             cpu_seconds,
+            disk_written_bytes,
         },
     ))
 }

@@ -70,6 +70,9 @@ pub(crate) struct Figures {
     pub(crate) server_cpu_cores: Option<f64>,
     /// The server's CPU time per acknowledged command, in microseconds.
     pub(crate) server_cpu_micros_per_command: Option<f64>,
+    /// What the server wrote to disk per acknowledged command, in KiB: the log, its
+    /// checkpoints and the read models together.
+    pub(crate) server_disk_kib_per_command: Option<f64>,
 }
 
 /// What was measured of a server this run started.
@@ -82,6 +85,8 @@ pub(crate) struct Server {
     pub(crate) memory_kib: Option<u64>,
     /// CPU seconds the server used while the clients drove it.
     pub(crate) cpu_seconds: Option<f64>,
+    /// Bytes the server sent to disk while the clients drove it.
+    pub(crate) disk_written_bytes: Option<u64>,
 }
 
 impl Figures {
@@ -130,6 +135,9 @@ impl Figures {
             server_cpu_micros_per_command: (server.cpu_seconds)
                 .filter(|_| !all.is_empty())
                 .map(|cpu| cpu * 1e6 / all.len() as f64),
+            server_disk_kib_per_command: (server.disk_written_bytes)
+                .filter(|_| !all.is_empty())
+                .map(|bytes| bytes as f64 / 1024.0 / all.len() as f64),
         }
     }
 }
@@ -191,6 +199,9 @@ pub(crate) fn print(figures: &Figures) {
         figures.server_cpu_micros_per_command,
     ) {
         println!("server CPU: {cores:.2} cores busy, {micros:.0} µs per command");
+    }
+    if let Some(kib) = figures.server_disk_kib_per_command {
+        println!("server disk writes: {kib:.1} KiB per command");
     }
 }
 

@@ -175,6 +175,15 @@ impl Target {
         Some((ticks(11)? + ticks(12)?) as f64 / 100.0)
     }
 
+    /// The bytes the started server has sent to storage so far (`write_bytes` of
+    /// `/proc/PID/io`: counted when it dirties a page of a file, so rewriting a page not yet
+    /// written back counts once).
+    pub(crate) fn disk_written_bytes(&self) -> Option<u64> {
+        let io = self.proc_file("io")?;
+        let line = io.lines().find(|l| l.starts_with("write_bytes:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+
     /// A figure of `/proc/PID/status` in KiB.
     fn status_kib(&self, field: &str) -> Option<u64> {
         let status = self.proc_file("status")?;
