@@ -179,15 +179,18 @@ impl Target {
     /// `/proc/PID/io`: counted when it dirties a page of a file, so rewriting a page not yet
     /// written back counts once).
     pub(crate) fn disk_written_bytes(&self) -> Option<u64> {
-        let io = self.proc_file("io")?;
-        let line = io.lines().find(|l| l.starts_with("write_bytes:"))?;
-        line.split_whitespace().nth(1)?.parse().ok()
+        self.proc_figure("io", "write_bytes:")
     }
 
     /// A figure of `/proc/PID/status` in KiB.
     fn status_kib(&self, field: &str) -> Option<u64> {
-        let status = self.proc_file("status")?;
-        let line = status.lines().find(|l| l.starts_with(field))?;
+        self.proc_figure("status", field)
+    }
+
+    /// The number after `field` in a `/proc/PID/{file}` of one `field: number` per line.
+    fn proc_figure(&self, file: &str, field: &str) -> Option<u64> {
+        let text = self.proc_file(file)?;
+        let line = text.lines().find(|l| l.starts_with(field))?;
         line.split_whitespace().nth(1)?.parse().ok()
     }
 
