@@ -6,10 +6,12 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::{FutureExt, StreamExt};
+use futures::stream::Peekable;
+use futures::{FutureExt, Stream, StreamExt};
 use ledger_audit::{Frontier, Hash, ProofError, Subtrees, event_leaf_hash};
 use ledger_store::{EventStore, Position, RecordedEvent};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -17,6 +19,10 @@ use tokio::sync::watch;
 
 /// At most this many events are folded per transaction.
 const BATCH: usize = 4096;
+/// At the log's head (not while catching up) a batch also takes what arrives until this long
+/// after the last commit: each commit rewrites the tail page of every tree level, so committing
+/// each few events the log publishes wrote about 5 KiB per command.
+const GATHER: Duration = Duration::from_millis(10);
 
 const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS nodes (
@@ -89,6 +95,23 @@ fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
     Ok(connection)
 }
 
+/// Moves the events `events` has ready into `batch`, up to [`BATCH`]. An error (or the end)
+/// stays in the stream for the follower's next `next`, which handles it.
+fn take_ready<S>(events: &mut Peekable<S>, batch: &mut Vec<RecordedEvent>)
+where
+    S: Stream<Item = Result<RecordedEvent, ledger_store::Error>> + Unpin,
+{
+    while batch.len() < BATCH {
+        let ready = Pin::new(&mut *events).peek().now_or_never();
+        if !matches!(ready, Some(Some(Ok(_)))) {
+            break;
+        }
+        if let Some(Some(Ok(event))) = events.next().now_or_never() {
+            batch.push(event);
+        }
+    }
+}
+
 fn position_of(commit: i64, prepare: i64) -> Position {
     Position::new(commit as u64, prepare as u64)
 }
@@ -128,7 +151,8 @@ impl AuditTrees {
         let mut frontiers: HashMap<String, Frontier> = HashMap::new();
         'subscribe: loop {
             let after = *self.inner.covered.borrow();
-            let mut events = store.subscribe_all(after);
+            let mut events = store.subscribe_all(after).peekable();
+            let mut last_commit = tokio::time::Instant::now();
             loop {
                 let mut batch = match events.next().await {
                     Some(Ok(event)) => vec![event],
@@ -139,11 +163,12 @@ impl AuditTrees {
                         continue 'subscribe;
                     }
                 };
-                while batch.len() < BATCH {
-                    match events.next().now_or_never() {
-                        Some(Some(Ok(event))) => batch.push(event),
-                        _ => break,
-                    }
+                take_ready(&mut events, &mut batch);
+                let last = batch.last().map(|event| event.position);
+                let at_head = (store.head().await).is_ok_and(|head| last >= head);
+                if batch.len() < BATCH && at_head {
+                    tokio::time::sleep_until(last_commit + GATHER).await;
+                    take_ready(&mut events, &mut batch);
                 }
                 let trees = self.clone();
                 let mut owned = std::mem::take(&mut frontiers);
@@ -154,6 +179,7 @@ impl AuditTrees {
                 .await;
                 match folded {
                     Ok((Ok(position), kept)) => {
+                        last_commit = tokio::time::Instant::now();
                         frontiers = kept;
                         self.inner.covered.send_replace(Some(position));
                     }
@@ -413,4 +439,105 @@ fn check_size(connection: &Connection, tenant: &str, size: u64) -> Result<(), Tr
         .into());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use futures::stream;
+    use ledger_store::{
+        AllRead, AppendResult, EventSubscription, ExpectedVersion, Metadata, NewEvent, StreamName,
+        StreamRead,
+    };
+    use ledger_store_embedded::EmbeddedStore;
+
+    use super::*;
+
+    /// The embedded store, except that its first subscription to the log delivers three events
+    /// and an error at once, then ends.
+    #[derive(Debug)]
+    struct FailsOnce {
+        store: EmbeddedStore,
+        failed: AtomicBool,
+    }
+
+    #[async_trait::async_trait]
+    impl EventStore for FailsOnce {
+        async fn append(
+            &self,
+            stream: &StreamName,
+            expected: ExpectedVersion,
+            events: Vec<NewEvent>,
+        ) -> Result<AppendResult, ledger_store::Error> {
+            self.store.append(stream, expected, events).await
+        }
+        async fn read_stream(
+            &self,
+            stream: &StreamName,
+            read: StreamRead,
+            limit: usize,
+        ) -> Result<Vec<RecordedEvent>, ledger_store::Error> {
+            self.store.read_stream(stream, read, limit).await
+        }
+        async fn read_all(
+            &self,
+            read: AllRead,
+            limit: usize,
+        ) -> Result<Vec<RecordedEvent>, ledger_store::Error> {
+            self.store.read_all(read, limit).await
+        }
+        async fn stream_revision(
+            &self,
+            stream: &StreamName,
+        ) -> Result<Option<u64>, ledger_store::Error> {
+            self.store.stream_revision(stream).await
+        }
+        async fn head(&self) -> Result<Option<Position>, ledger_store::Error> {
+            self.store.head().await
+        }
+        fn subscribe_all(&self, after: Option<Position>) -> EventSubscription {
+            if self.failed.swap(true, Ordering::SeqCst) {
+                return self.store.subscribe_all(after);
+            }
+            let lost = ledger_store::Error::Backend("connection lost".into());
+            let first = self.store.subscribe_all(after).take(3);
+            first.chain(stream::iter([Err(lost)])).boxed()
+        }
+        fn subscribe_stream(&self, stream: &StreamName, after: Option<u64>) -> EventSubscription {
+            self.store.subscribe_stream(stream, after)
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_subscription_that_fails_mid_batch_is_resumed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path().join("log")).unwrap();
+        let stream = StreamName::new("acme/person-mia").unwrap();
+        let events = (0..10)
+            .map(|n| NewEvent {
+                id: uuid::Uuid::new_v4(),
+                event_type: "test".into(),
+                payload: vec![n].into(),
+                metadata: Metadata::default(),
+            })
+            .collect();
+        store
+            .append(&stream, ExpectedVersion::NoStream, events)
+            .await
+            .unwrap();
+        let head = store.head().await.unwrap();
+        let trees = AuditTrees::open(dir.path()).unwrap();
+        let failing = FailsOnce {
+            store,
+            failed: AtomicBool::new(false),
+        };
+        let _follower = trees.spawn_follower(Arc::new(failing));
+        // The follower folds the three, meets the error, and subscribes again after a second.
+        assert!(
+            trees.wait_covered(head, Duration::from_secs(10)).await,
+            "the follower stopped at {:?}",
+            *trees.inner.covered.borrow()
+        );
+    }
 }
