@@ -271,7 +271,10 @@ impl DocumentStore for PostgresDocuments {
         let mut client = self.config.connect(NoTls).map_err(database)?;
         let held: bool = client
             .query_one(
-                "SELECT pg_try_advisory_lock(hashtext('ledger projection'), hashtext($1))",
+                // Advisory locks are the database's, not the schema's: the key names the
+                // schema too, or ledgers in two schemas of one database would share leases.
+                "SELECT pg_try_advisory_lock(
+                     hashtext('ledger projection'), hashtext(current_schema() || '/' || $1))",
                 &[&projection],
             )
             .map_err(database)?

@@ -128,3 +128,25 @@ async fn commits_scans_changes_and_leases() {
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ledgers_in_two_schemas_hold_their_own_leases() {
+    let Some((one, _, _schema)) = replicas().await else {
+        return;
+    };
+    let Some((other, _, _other_schema)) = replicas().await else {
+        return;
+    };
+    tokio::task::spawn_blocking(move || {
+        let _held = one
+            .lease("p")
+            .unwrap()
+            .expect("the first ledger gets its lease");
+        assert!(
+            other.lease("p").unwrap().is_some(),
+            "a ledger in another schema waits for this one's lease"
+        );
+    })
+    .await
+    .unwrap();
+}
