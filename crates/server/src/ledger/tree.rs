@@ -165,8 +165,8 @@ impl AuditTrees {
                 };
                 take_ready(&mut events, &mut batch);
                 let last = batch.last().map(|event| event.position);
-                let at_head = (store.head().await).is_ok_and(|head| last >= head);
-                if batch.len() < BATCH && at_head {
+                // A full batch commits at once; only a smaller one asks where the head is.
+                if batch.len() < BATCH && store.head().await.is_ok_and(|head| last >= head) {
                     tokio::time::sleep_until(last_commit + GATHER).await;
                     take_ready(&mut events, &mut batch);
                 }
