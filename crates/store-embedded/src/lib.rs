@@ -9,6 +9,7 @@
 //! lock on `LOCK` keeps a second process out of the directory.
 
 mod reader;
+mod recent;
 mod schema;
 mod subscription;
 mod writer;
@@ -27,6 +28,7 @@ use ledger_store::{
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::reader::ReaderPool;
+use crate::recent::Recent;
 use crate::subscription::Filter;
 use crate::writer::AppendRequest;
 
@@ -49,6 +51,7 @@ struct Shared {
     failed: AtomicBool,
     /// The last acknowledged sequence number; readers never look past it.
     head: watch::Sender<Head>,
+    recent: Recent,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +112,7 @@ impl EmbeddedStore {
             stats: Counters::default(),
             failed: AtomicBool::new(false),
             head,
+            recent: Recent::default(),
         });
         let (queue, requests) = mpsc::channel(QUEUE_DEPTH);
         let writer_shared = shared.clone();

@@ -76,20 +76,29 @@ impl Subscription {
         }
     }
 
-    /// Reads the next page of matching events up to `upto`.
+    /// Reads the next page of matching events up to `upto`: at the head from the events the
+    /// writer keeps in memory, otherwise from storage.
     async fn fetch(&mut self, upto: u64) -> Result<(), Error> {
         let filter = self.filter.clone();
         let scanned = self.scanned;
-        let page = self
-            .shared
-            .readers
-            .run(move |reader| match &filter {
-                Filter::All { .. } => reader.read_all(scanned, true, upto, PAGE),
-                Filter::Stream { stream, after } => {
-                    reader.read_stream_after(stream, *after, upto, PAGE)
-                }
-            })
-            .await?;
+        let kept = match filter {
+            Filter::All { .. } => self.shared.recent.after(scanned, upto, PAGE),
+            Filter::Stream { .. } => None,
+        };
+        let page = match kept {
+            Some(page) => page,
+            None => {
+                self.shared
+                    .readers
+                    .run(move |reader| match &filter {
+                        Filter::All { .. } => reader.read_all(scanned, true, upto, PAGE),
+                        Filter::Stream { stream, after } => {
+                            reader.read_stream_after(stream, *after, upto, PAGE)
+                        }
+                    })
+                    .await?
+            }
+        };
         self.scanned = match page.last() {
             Some(last) if page.len() == PAGE => last.position.commit(),
             _ => upto,

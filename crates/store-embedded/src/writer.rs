@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use ledger_store::{
-    AppendResult, Error, ExpectedVersion, NewEvent, Position, StreamName, Timestamp,
+    AppendResult, Error, ExpectedVersion, NewEvent, Position, RecordedEvent, StreamName, Timestamp,
 };
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use tokio::sync::{mpsc, oneshot};
@@ -73,9 +73,15 @@ pub(crate) fn run(
             continue;
         }
         match commit_group(&mut connection, &group, next) {
-            Ok((outcomes, after)) => {
+            Ok(GroupCommitted {
+                outcomes,
+                next: after,
+                events,
+            }) => {
                 shared.stats.commits.fetch_add(1, Ordering::Relaxed);
                 next = after;
+                // Kept before the syncer can publish them, so a subscriber finds them there.
+                shared.recent.extend(events);
                 let replies = group.into_iter().map(|request| request.reply).zip(outcomes);
                 let batch = Committed {
                     last_sequence: next - 1,
@@ -154,21 +160,37 @@ fn sync(wal: &File, committed: &std::sync::mpsc::Receiver<Committed>, shared: &S
     }
 }
 
-/// Checks and writes every append of the group in one transaction. Returns each append's outcome
-/// and the next free sequence number; an `Err` means the whole transaction was rolled back.
+/// What one group's transaction did.
+struct GroupCommitted {
+    /// Each append's outcome, in the group's order.
+    outcomes: Vec<Result<AppendResult, Error>>,
+    /// The next free sequence number.
+    next: u64,
+    /// The events written, as readers will find them.
+    events: Vec<RecordedEvent>,
+}
+
+/// Checks and writes every append of the group in one transaction; an `Err` means the whole
+/// transaction was rolled back.
 fn commit_group(
     connection: &mut Connection,
     group: &[AppendRequest],
     mut next: u64,
-) -> rusqlite::Result<(Vec<Result<AppendResult, Error>>, u64)> {
+) -> rusqlite::Result<GroupCommitted> {
     let recorded_at = Timestamp::now().as_micros();
     let transaction = connection.transaction()?;
     let mut outcomes = Vec::with_capacity(group.len());
+    let mut events = Vec::new();
     for request in group {
-        outcomes.push(append_one(&transaction, request, &mut next, recorded_at)?);
+        let outcome = append_one(&transaction, request, &mut next, recorded_at, &mut events)?;
+        outcomes.push(outcome);
     }
     transaction.commit()?;
-    Ok((outcomes, next))
+    Ok(GroupCommitted {
+        outcomes,
+        next,
+        events,
+    })
 }
 
 struct StoredStream {
@@ -190,6 +212,7 @@ fn append_one(
     request: &AppendRequest,
     next: &mut u64,
     recorded_at: i64,
+    recorded: &mut Vec<RecordedEvent>,
 ) -> rusqlite::Result<Result<AppendResult, Error>> {
     let stream = find_stream(transaction, &request.stream)?;
     if let Some(first) = find_event(transaction, request.events[0].id)? {
@@ -241,6 +264,16 @@ fn append_one(
             event.metadata.encode(),
             recorded_at,
         ])?;
+        recorded.push(RecordedEvent {
+            stream: request.stream.clone(),
+            revision,
+            position: Position::from_sequence(*next),
+            id: event.id,
+            event_type: event.event_type.clone(),
+            payload: event.payload.clone(),
+            metadata: event.metadata.clone(),
+            recorded_at: Timestamp::from_micros(recorded_at),
+        });
         *next += 1;
     }
     Ok(Ok(AppendResult {

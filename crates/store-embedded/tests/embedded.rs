@@ -210,3 +210,41 @@ async fn a_damaged_event_is_reported_not_returned() {
     );
     store.close().await.unwrap();
 }
+
+/// Subscribers at the head take events from what the writer keeps in memory: they must be
+/// exactly what storage returns, metadata and all, with nothing from rejected appends or retries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_subscribers_get_what_storage_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let mut live = store.subscribe_all(None);
+    let mut appended = 0;
+    for i in 0..50 {
+        let mut events = vec![event(&format!("first {i}")), event(&format!("second {i}"))];
+        events[0].metadata = Metadata {
+            correlation_id: Some(Uuid::new_v4()),
+            causation_id: Some(Uuid::new_v4()),
+            extra: [("command".to_owned(), format!("c-{i}"))].into(),
+        };
+        let name = stream(&format!("t/s-{}", i % 7));
+        store
+            .append(&name, ExpectedVersion::Any, events.clone())
+            .await
+            .unwrap();
+        // A retry of the same events appends nothing; a failed version check neither.
+        store
+            .append(&name, ExpectedVersion::Any, events)
+            .await
+            .unwrap();
+        let rejected = store
+            .append(&name, ExpectedVersion::NoStream, vec![event("never")])
+            .await;
+        assert!(matches!(rejected, Err(Error::WrongExpectedVersion { .. })));
+        appended += 2;
+    }
+    let mut received = Vec::new();
+    while received.len() < appended {
+        received.push(live.next().await.unwrap().unwrap());
+    }
+    assert_eq!(received, everything(&store).await);
+}
