@@ -99,6 +99,8 @@ pub trait DocumentStore: Send + Sync + std::fmt::Debug + 'static {
 /// Documents read as of one moment; see [`DocumentStore::reads`].
 pub trait DocumentReads {
     fn get(&mut self, model: &str, key: &str) -> Result<Option<Vec<u8>>, Error>;
+    /// As [`DocumentStore::scan`].
+    fn scan(&mut self, model: &str, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, Error>;
 }
 
 /// Reads for a store that has nothing to gain from reading together.
@@ -107,6 +109,10 @@ struct EachOnItsOwn<'a, S: ?Sized>(&'a S);
 impl<S: DocumentStore + ?Sized> DocumentReads for EachOnItsOwn<'_, S> {
     fn get(&mut self, model: &str, key: &str) -> Result<Option<Vec<u8>>, Error> {
         self.0.get(model, key)
+    }
+
+    fn scan(&mut self, model: &str, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, Error> {
+        self.0.scan(model, prefix)
     }
 }
 

@@ -263,22 +263,36 @@ struct Reads<'a> {
     open: Vec<Option<Connection>>,
 }
 
-impl DocumentReads for Reads<'_> {
-    fn get(&mut self, model: &str, key: &str) -> Result<Option<Vec<u8>>, Error> {
+impl Reads<'_> {
+    /// The connection of `model`'s file, its read transaction begun at the first use.
+    fn connection(&mut self, model: &str) -> Result<&Connection, Error> {
         let index =
             *(self.store.by_model.get(model)).ok_or_else(|| Error::Unknown(model.to_owned()))?;
-        let connection = match &mut self.open[index] {
-            Some(connection) => connection,
+        match &mut self.open[index] {
+            Some(connection) => Ok(connection),
             none => {
                 let connection = self.store.files[index].reader()?;
-                if let Err(error) = connection.execute_batch("BEGIN") {
+                // Prepared once per connection: a brief or a page's fold begins one each time.
+                let begun = connection
+                    .prepare_cached("BEGIN")
+                    .and_then(|mut begin| begin.execute([]));
+                if let Err(error) = begun {
                     self.store.files[index].give_back(connection);
                     return Err(error.into());
                 }
-                none.insert(connection)
+                Ok(none.insert(connection))
             }
-        };
-        get(connection, model, key)
+        }
+    }
+}
+
+impl DocumentReads for Reads<'_> {
+    fn get(&mut self, model: &str, key: &str) -> Result<Option<Vec<u8>>, Error> {
+        get(self.connection(model)?, model, key)
+    }
+
+    fn scan(&mut self, model: &str, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, Error> {
+        scan(self.connection(model)?, model, prefix)
     }
 }
 
@@ -287,7 +301,10 @@ impl Drop for Reads<'_> {
         for (file, connection) in self.store.files.iter().zip(&mut self.open) {
             if let Some(connection) = connection.take() {
                 // A read transaction has nothing to undo; ending it cannot lose anything.
-                if let Err(error) = connection.execute_batch("COMMIT") {
+                let ended = connection
+                    .prepare_cached("COMMIT")
+                    .and_then(|mut end| end.execute([]));
+                if let Err(error) = ended {
                     tracing::warn!(%error, "cannot end a read transaction of a read model; closing its connection");
                     continue;
                 }
@@ -308,6 +325,24 @@ fn get(connection: &Connection, model: &str, key: &str) -> Result<Option<Vec<u8>
         .query_row([model, key], |row| row.get::<_, Option<Vec<u8>>>(0))
         .optional()?;
     Ok(body.flatten())
+}
+
+fn scan(
+    connection: &Connection,
+    model: &str,
+    prefix: &str,
+) -> Result<Vec<(String, Vec<u8>)>, Error> {
+    // A key range rather than LIKE, whose `_` would match any character of an id.
+    let mut end = prefix.to_owned();
+    end.push(char::MAX);
+    let mut select = connection.prepare_cached(
+        "SELECT key, body FROM documents
+         WHERE model = ?1 AND key >= ?2 AND key < ?3 AND body IS NOT NULL ORDER BY key",
+    )?;
+    let rows = select.query_map(params![model, prefix, end], |row| {
+        Ok((row.get(0)?, row.get(1)?))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 fn open_connection(path: &Path) -> Result<Connection, Error> {
@@ -367,19 +402,8 @@ impl DocumentStore for EmbeddedDocuments {
     }
 
     fn scan(&self, model: &str, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, Error> {
-        // A key range rather than LIKE, whose `_` would match any character of an id.
-        let mut end = prefix.to_owned();
-        end.push(char::MAX);
-        self.of_model(model)?.read(|reader| {
-            let mut select = reader.prepare_cached(
-                "SELECT key, body FROM documents
-                 WHERE model = ?1 AND key >= ?2 AND key < ?3 AND body IS NOT NULL ORDER BY key",
-            )?;
-            let rows = select.query_map(params![model, prefix, end], |row| {
-                Ok((row.get(0)?, row.get(1)?))
-            })?;
-            Ok(rows.collect::<Result<_, _>>()?)
-        })
+        self.of_model(model)?
+            .read(|reader| scan(reader, model, prefix))
     }
 
     fn commit(
@@ -482,6 +506,38 @@ mod tests {
             version: 1,
             position: Position::from_sequence(sequence),
         }
+    }
+
+    #[test]
+    fn reads_see_one_moment_across_scans_and_gets() {
+        const TWO: Named = Named("two", &["goal", "item"]);
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedDocuments::open(dir.path(), &[&TWO]).unwrap();
+        store
+            .commit("two", None, at(1), &[put("goal", "t/m/g1")], &["goal"])
+            .unwrap();
+        let keys = |scanned: Vec<(String, Vec<u8>)>| -> Vec<String> {
+            scanned.into_iter().map(|(key, _)| key).collect()
+        };
+        let mut reads = store.reads().unwrap();
+        assert_eq!(keys(reads.scan("goal", "t/m/").unwrap()), ["t/m/g1"]);
+        // A commit after the reads began: neither a later scan nor a get sees it.
+        let later = [put("goal", "t/m/g2"), put("item", "t/m/i1")];
+        store
+            .commit("two", Some(at(1)), at(2), &later, &["goal", "item"])
+            .unwrap();
+        assert_eq!(keys(reads.scan("goal", "t/m/").unwrap()), ["t/m/g1"]);
+        assert!(reads.scan("item", "t/m/").unwrap().is_empty());
+        assert_eq!(reads.get("item", "t/m/i1").unwrap(), None);
+        drop(reads);
+        let mut reads = store.reads().unwrap();
+        assert_eq!(
+            keys(reads.scan("goal", "t/m/").unwrap()),
+            ["t/m/g1", "t/m/g2"]
+        );
+        assert_eq!(keys(reads.scan("item", "t/").unwrap()), ["t/m/i1"]);
+        // Another member's prefix is not this one's.
+        assert!(reads.scan("goal", "t/m2/").unwrap().is_empty());
     }
 
     #[test]

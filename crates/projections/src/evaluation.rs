@@ -117,14 +117,17 @@ pub fn brief(
     let prefix = format!("{tenant}/{member}/");
     let in_period = |at: Micros| periods_of(at).iter().any(|p| p == period);
     let item_id = |key: &str| key[prefix.len()..].to_owned();
+    // One read of every model: the brief shows the read model as of one moment, never parts
+    // of two commits.
+    let mut reads = store.reads()?;
     let mut brief = Brief {
-        goals: goals(store, tenant, member)?,
+        goals: decode_goals(reads.scan(GOALS, &prefix)?, &prefix)?,
         ..Brief::default()
     };
     brief
         .goals
         .retain(|_, goal| enclosing(&goal.period).iter().any(|p| p == period));
-    for (_, body) in store.scan(SESSIONS, &prefix)? {
+    for (_, body) in reads.scan(SESSIONS, &prefix)? {
         let session: SessionDoc = decode(&body)?;
         let (Some(held_at), Some(event)) = (session.held_at, session.held_event) else {
             continue;
@@ -141,7 +144,7 @@ pub fn brief(
         counted.count += 1;
         counted.event_ids.push(event);
     }
-    for (_, body) in store.scan(ITEMS, &prefix)? {
+    for (_, body) in reads.scan(ITEMS, &prefix)? {
         let item: ItemDoc = decode(&body)?;
         if !in_period(item.agreed_at) {
             continue;
@@ -152,7 +155,7 @@ pub fn brief(
         follow.dropped += u32::from(item.status == "dropped");
         follow.event_ids.extend(item.event_ids);
     }
-    for (key, body) in store.scan(INSIGHTS, &prefix)? {
+    for (key, body) in reads.scan(INSIGHTS, &prefix)? {
         let insight: InsightDoc = decode(&body)?;
         if in_period(insight.recorded_at) {
             brief.insights.insert(item_id(&key), insight);
@@ -168,8 +171,16 @@ pub fn goals(
     member: &str,
 ) -> Result<BTreeMap<String, GoalDoc>, Error> {
     let prefix = format!("{tenant}/{member}/");
+    decode_goals(store.scan(GOALS, &prefix)?, &prefix)
+}
+
+/// Scanned goal documents under `prefix`, by goal id.
+fn decode_goals(
+    scanned: Vec<(String, Vec<u8>)>,
+    prefix: &str,
+) -> Result<BTreeMap<String, GoalDoc>, Error> {
     let mut goals = BTreeMap::new();
-    for (key, body) in store.scan(GOALS, &prefix)? {
+    for (key, body) in scanned {
         goals.insert(key[prefix.len()..].to_owned(), decode(&body)?);
     }
     Ok(goals)
