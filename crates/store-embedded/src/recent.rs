@@ -7,6 +7,8 @@ use std::sync::Mutex;
 
 use ledger_store::RecordedEvent;
 
+use crate::sequence_of;
+
 /// Events kept: a few seconds of heavy load. A subscriber further behind reads from SQLite.
 pub(crate) const KEPT: usize = 8192;
 
@@ -18,7 +20,7 @@ pub(crate) struct Recent {
 }
 
 fn sequence(event: &RecordedEvent) -> u64 {
-    event.position.commit()
+    sequence_of(event.position)
 }
 
 impl Recent {
