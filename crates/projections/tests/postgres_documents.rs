@@ -144,7 +144,7 @@ async fn ledgers_in_two_schemas_hold_their_own_leases() {
             .expect("the first ledger gets its lease");
         assert!(
             other.lease("p").unwrap().is_some(),
-            "a ledger in another schema waits for this one's lease"
+            "a ledger in another schema was refused the lease this one holds"
         );
     })
     .await
