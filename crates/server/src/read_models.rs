@@ -36,6 +36,13 @@ const GET_DEVELOPMENT_REVIEW: &str = "/dialogue.ledger.v1.ReadModels/GetDevelopm
 /// Projection status counts the events behind a projection up to this many.
 pub(crate) const LAG_COUNT_LIMIT: usize = 4096;
 
+/// A subscription reads the change feed this many changes at a time.
+const CHANGES_PAGE: usize = 1024;
+/// At the head, a subscription gathers changes this long after sending what it had: a member
+/// whose documents change every few milliseconds is rendered once for all of them instead of
+/// once per projection commit.
+const GATHER_CHANGES: Duration = Duration::from_millis(100);
+
 /// The served models each subscribable read model is made of.
 const EVALUATION_MODELS: [&str; 4] = [
     evaluation::GOALS,
@@ -1036,7 +1043,9 @@ impl ReadModelsService {
         loop {
             let (documents, tenant) = (self.documents.clone(), following.caller.tenant.clone());
             let changes =
-                match blocking(move || documents.changes(tenant.as_str(), after, 1024)).await {
+                match blocking(move || documents.changes(tenant.as_str(), after, CHANGES_PAGE))
+                    .await
+                {
                     Ok(changes) => changes,
                     Err(error) => {
                         let _ = sender.send(Err(error)).await;
@@ -1132,6 +1141,12 @@ impl ReadModelsService {
                 });
                 if sender.send(change).await.is_err() {
                     return;
+                }
+            }
+            if changes.len() < CHANGES_PAGE {
+                tokio::select! {
+                    () = tokio::time::sleep(GATHER_CHANGES) => {}
+                    () = sender.closed() => return,
                 }
             }
         }
