@@ -1,6 +1,6 @@
 //! Micro-benchmarks of the parts every command or audit touches: event encoding and decoding,
-//! Merkle leaf hashing and tree growth, inclusion proofs, and token verification (first sight and
-//! remembered).
+//! a projection's fold and the encoding of the documents it changed, Merkle leaf hashing and tree
+//! growth, inclusion proofs, and token verification (first sight and remembered).
 //!
 //! `cargo bench -p dialogue-ledger --bench hot_paths`
 
@@ -10,6 +10,10 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use dialogue_ledger::auth::{Authenticator, Claims, DEFAULT_AUDIENCE, DEFAULT_ISSUER, LocalKeys};
 use ledger_audit::{Frontier, MemoryTree, inclusion_proof, leaf_hash};
 use ledger_domain::{Event, pb, to_timestamp};
+use ledger_projections::as_of::MemoryDocuments;
+use ledger_projections::evaluation::EvaluationBriefs;
+use ledger_projections::{Applied, Documents, Projection};
+use ledger_store::Position;
 use tonic::Request;
 
 /// Runs `work` `n` times and prints its cost per run.
@@ -45,6 +49,8 @@ fn main() {
     measure("event decode", 1_000_000, |_| {
         black_box(Event::decode(event.type_name(), black_box(&encoded)).unwrap());
     });
+
+    fold_and_encode();
 
     measure("leaf hash (256 bytes)", 1_000_000, |i| {
         let mut data = [0u8; 256];
@@ -99,4 +105,65 @@ fn main() {
                 .unwrap(),
         );
     });
+}
+
+/// The evaluation briefs' fold of goals (each set, then progressed nine times, 1,000 members) and
+/// the encoding of the documents it changed, as a catch-up's window does them.
+fn fold_and_encode() {
+    let events: Vec<Event> = (0..10_000u64)
+        .flat_map(|goal| {
+            let set: Event = pb::GoalSet {
+                goal_id: format!("g-{goal}"),
+                owner_id: format!("m-{}", goal % 1000),
+                period: "2026-H2".into(),
+                kind: pb::GoalKind::Growth.into(),
+                title: "lead the quarterly review".into(),
+                ..Default::default()
+            }
+            .into();
+            let progress = (0..9).map(move |step| {
+                pb::GoalProgressRecorded {
+                    goal_id: format!("g-{goal}"),
+                    key_result_id: "kr-1".into(),
+                    value: f64::from(step),
+                    ..Default::default()
+                }
+                .into()
+            });
+            std::iter::once(set).chain(progress)
+        })
+        .collect();
+    let store = MemoryDocuments::default();
+    let id = uuid::Uuid::nil();
+    let fold = |documents: &mut Documents<'_>, i: u64| {
+        let applied = Applied {
+            event: &events[i as usize],
+            id,
+            tenant: "acme",
+            stream: "acme/goal",
+            recorded_at: 1_796_119_200_000_000,
+            position: Position::from_sequence(i + 1),
+        };
+        EvaluationBriefs.apply(applied, documents).unwrap();
+    };
+    let mut documents = Documents::new(&store);
+    measure("evaluation fold (goal events)", events.len() as u64, |i| {
+        fold(&mut documents, i)
+    });
+    // Five windows' worth, each folded afresh: one encoding of 20,000 documents is too short to
+    // time alone.
+    let (mut encoded, mut took) = (0, std::time::Duration::ZERO);
+    for _ in 0..5 {
+        let mut documents = Documents::new(&store);
+        (0..events.len() as u64).for_each(|i| fold(&mut documents, i));
+        let started = Instant::now();
+        encoded += black_box(documents.take_writes().unwrap()).len();
+        took += started.elapsed();
+    }
+    println!(
+        "{:<40} {:>10.0} ns/op {:>12.0} ops/s",
+        "changed documents encoded",
+        took.as_nanos() as f64 / encoded as f64,
+        encoded as f64 / took.as_secs_f64()
+    );
 }
