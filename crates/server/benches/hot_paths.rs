@@ -22,7 +22,11 @@ fn measure(name: &str, n: u64, mut work: impl FnMut(u64)) {
     for i in 0..n {
         work(i);
     }
-    let took = started.elapsed();
+    report(name, n, started.elapsed());
+}
+
+/// Prints the cost of each of `n` runs that took `took` together.
+fn report(name: &str, n: u64, took: std::time::Duration) {
     println!(
         "{name:<40} {:>10.0} ns/op {:>12.0} ops/s",
         took.as_nanos() as f64 / n as f64,
@@ -157,13 +161,8 @@ fn fold_and_encode() {
         let mut documents = Documents::new(&store);
         (0..events.len() as u64).for_each(|i| fold(&mut documents, i));
         let started = Instant::now();
-        encoded += black_box(documents.take_writes().unwrap()).len();
+        encoded += black_box(documents.take_writes().unwrap()).len() as u64;
         took += started.elapsed();
     }
-    println!(
-        "{:<40} {:>10.0} ns/op {:>12.0} ops/s",
-        "changed documents encoded",
-        took.as_nanos() as f64 / encoded as f64,
-        encoded as f64 / took.as_secs_f64()
-    );
+    report("changed documents encoded", encoded, took);
 }
