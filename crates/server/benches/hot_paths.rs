@@ -1,15 +1,21 @@
-//! Micro-benchmarks of the parts every command or audit touches: event encoding and decoding,
-//! a projection's fold and the encoding of the documents it changed, Merkle leaf hashing and tree
-//! growth, inclusion proofs, and token verification (first sight and remembered).
+//! Micro-benchmarks of the parts every command or audit touches: an aggregate's decision and
+//! fold, event encoding and decoding, sealing and opening personal text, a projection's fold and
+//! the encoding of the documents it changed, Merkle leaf hashing and tree growth, inclusion
+//! proofs, and token verification (first sight and remembered). The store's own appends and reads
+//! have theirs in `ledger-store-embedded` (`--bench append`, `--bench read`).
 //!
 //! `cargo bench -p dialogue-ledger --bench hot_paths`
 
 use std::hint::black_box;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use dialogue_ledger::auth::{Authenticator, Claims, DEFAULT_AUDIENCE, DEFAULT_ISSUER, LocalKeys};
 use ledger_audit::{Frontier, MemoryTree, inclusion_proof, leaf_hash};
-use ledger_domain::{Event, pb, to_timestamp};
+use ledger_domain::{
+    Actor, Aggregate, Context, Event, Goal, GoalCommand, Policy, Role, World, api, pb, to_timestamp,
+};
+use ledger_privacy::{KeyRing, MasterKey, SqliteKeys};
 use ledger_projections::as_of::MemoryDocuments;
 use ledger_projections::evaluation::EvaluationBriefs;
 use ledger_projections::{Applied, Documents, Projection};
@@ -35,6 +41,7 @@ fn report(name: &str, n: u64, took: std::time::Duration) {
 }
 
 fn main() {
+    decide_and_evolve();
     let event: Event = pb::SessionScheduled {
         session_id: "s-0123456789".into(),
         member_id: "m-42".into(),
@@ -54,6 +61,7 @@ fn main() {
         black_box(Event::decode(event.type_name(), black_box(&encoded)).unwrap());
     });
 
+    seal_and_open();
     fold_and_encode();
 
     measure("leaf hash (256 bytes)", 1_000_000, |i| {
@@ -108,6 +116,110 @@ fn main() {
                 .authenticate(&requests[(i % 2_000) as usize])
                 .unwrap(),
         );
+    });
+}
+
+/// A goal's decision to record progress, on the state its owner's command finds (set, then
+/// progressed nine times), and the fold of those ten events into that state.
+fn decide_and_evolve() {
+    let set: Event = pb::GoalSet {
+        goal_id: "g-1".into(),
+        owner_id: "m-1".into(),
+        period: "2026-H2".into(),
+        kind: pb::GoalKind::Growth.into(),
+        title: "lead the quarterly review".into(),
+        key_results: vec![pb::KeyResult {
+            key_result_id: "kr-1".into(),
+            description: "three reviews held".into(),
+            target: 3.0,
+            unit: "reviews".into(),
+        }],
+        set_by: "m-1".into(),
+        ..Default::default()
+    }
+    .into();
+    let progress: Event = pb::GoalProgressRecorded {
+        goal_id: "g-1".into(),
+        key_result_id: "kr-1".into(),
+        value: 1.0,
+        recorded_by: "m-1".into(),
+        ..Default::default()
+    }
+    .into();
+    let history: Vec<Event> = std::iter::once(set)
+        .chain(std::iter::repeat_n(progress, 9))
+        .collect();
+    measure("goal fold (ten events)", 100_000, |_| {
+        black_box(Goal::fold(black_box(&history)));
+    });
+    let state = Goal::fold(&history);
+    let actor = Actor {
+        subject: "m-1".into(),
+        roles: vec![Role::Member],
+    };
+    let (world, policy) = (World::default(), Policy::default());
+    let context = Context {
+        actor: &actor,
+        now: 1_796_119_200_000_000,
+        world: &world,
+        policy: &policy,
+    };
+    let command = GoalCommand::RecordProgress(api::RecordGoalProgressRequest {
+        goal_id: "g-1".into(),
+        key_result_id: "kr-1".into(),
+        value: 2.0,
+        ..Default::default()
+    });
+    assert_eq!(Goal::decide(&command, &state, &context).unwrap().len(), 1);
+    measure("goal decide (record progress)", 1_000_000, |_| {
+        black_box(Goal::decide(black_box(&command), &state, &context).unwrap());
+    });
+}
+
+/// Sealing a reflection's text with its owner's data key (XChaCha20-Poly1305), as a command
+/// does before it appends, and opening it again, as a read model does before it answers.
+fn seal_and_open() {
+    const N: usize = 100_000;
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Arc::new(
+        KeyRing::unlock(
+            Arc::new(SqliteKeys::open(&dir.path().join("keys.db")).unwrap()),
+            MasterKey::parse(&MasterKey::generate()).unwrap(),
+            None,
+        )
+        .unwrap(),
+    );
+    let reflection: Event = pb::GoalReflected {
+        goal_id: "g-1".into(),
+        text: "The reviews went better once the agenda came a day ahead; next quarter I want to \
+               run one myself."
+            .into(),
+        reflected_by: "m-1".into(),
+        ..Default::default()
+    }
+    .into();
+    let (stream, id) = ("acme/goal-g-1", uuid::Uuid::nil());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut events = vec![reflection.clone(); N];
+        // The first seal creates the member's key; the rest find it in memory, as a server does.
+        let mut first = reflection.clone();
+        keys.seal("acme", "m-1", stream, id, &mut first)
+            .await
+            .unwrap();
+        let started = Instant::now();
+        for event in &mut events {
+            keys.seal("acme", "m-1", stream, id, event).await.unwrap();
+        }
+        report("seal personal text", N as u64, started.elapsed());
+        let started = Instant::now();
+        for event in &mut events {
+            keys.open("acme", stream, id, event).await.unwrap();
+        }
+        report("open personal text", N as u64, started.elapsed());
+        assert_eq!(events[N - 1], reflection);
     });
 }
 
