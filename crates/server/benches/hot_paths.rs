@@ -122,39 +122,13 @@ fn main() {
 /// A goal's decision to record progress, on the state its owner's command finds (set, then
 /// progressed nine times), and the fold of those ten events into that state.
 fn decide_and_evolve() {
-    let set: Event = pb::GoalSet {
-        goal_id: "g-1".into(),
-        owner_id: "m-1".into(),
-        period: "2026-H2".into(),
-        kind: pb::GoalKind::Growth.into(),
-        title: "lead the quarterly review".into(),
-        key_results: vec![pb::KeyResult {
-            key_result_id: "kr-1".into(),
-            description: "three reviews held".into(),
-            target: 3.0,
-            unit: "reviews".into(),
-        }],
-        set_by: "m-1".into(),
-        ..Default::default()
-    }
-    .into();
-    let progress: Event = pb::GoalProgressRecorded {
-        goal_id: "g-1".into(),
-        key_result_id: "kr-1".into(),
-        value: 1.0,
-        recorded_by: "m-1".into(),
-        ..Default::default()
-    }
-    .into();
-    let history: Vec<Event> = std::iter::once(set)
-        .chain(std::iter::repeat_n(progress, 9))
-        .collect();
+    let history: Vec<Event> = goal_story(0).collect();
     measure("goal fold (ten events)", 100_000, |_| {
         black_box(Goal::fold(black_box(&history)));
     });
     let state = Goal::fold(&history);
     let actor = Actor {
-        subject: "m-1".into(),
+        subject: "m-0".into(),
         roles: vec![Role::Member],
     };
     let (world, policy) = (World::default(), Policy::default());
@@ -165,7 +139,7 @@ fn decide_and_evolve() {
         policy: &policy,
     };
     let command = GoalCommand::RecordProgress(api::RecordGoalProgressRequest {
-        goal_id: "g-1".into(),
+        goal_id: "g-0".into(),
         key_result_id: "kr-1".into(),
         value: 2.0,
         ..Default::default()
@@ -226,29 +200,7 @@ fn seal_and_open() {
 /// The evaluation briefs' fold of goals (each set, then progressed nine times, 1,000 members) and
 /// the encoding of the documents it changed, as a catch-up's window does them.
 fn fold_and_encode() {
-    let events: Vec<Event> = (0..10_000u64)
-        .flat_map(|goal| {
-            let set: Event = pb::GoalSet {
-                goal_id: format!("g-{goal}"),
-                owner_id: format!("m-{}", goal % 1000),
-                period: "2026-H2".into(),
-                kind: pb::GoalKind::Growth.into(),
-                title: "lead the quarterly review".into(),
-                ..Default::default()
-            }
-            .into();
-            let progress = (0..9).map(move |step| {
-                pb::GoalProgressRecorded {
-                    goal_id: format!("g-{goal}"),
-                    key_result_id: "kr-1".into(),
-                    value: f64::from(step),
-                    ..Default::default()
-                }
-                .into()
-            });
-            std::iter::once(set).chain(progress)
-        })
-        .collect();
+    let events: Vec<Event> = (0..10_000).flat_map(goal_story).collect();
     let store = MemoryDocuments::default();
     let id = uuid::Uuid::nil();
     let fold = |documents: &mut Documents<'_>, i: u64| {
@@ -277,4 +229,37 @@ fn fold_and_encode() {
         took += started.elapsed();
     }
     report("changed documents encoded", encoded, took);
+}
+
+/// Goal `g-{goal}` of member `m-{goal % 1000}`: set by its owner with one key result, then
+/// progressed nine times.
+fn goal_story(goal: u64) -> impl Iterator<Item = Event> {
+    let (id, owner) = (format!("g-{goal}"), format!("m-{}", goal % 1000));
+    let set: Event = pb::GoalSet {
+        goal_id: id.clone(),
+        owner_id: owner.clone(),
+        period: "2026-H2".into(),
+        kind: pb::GoalKind::Growth.into(),
+        title: "lead the quarterly review".into(),
+        key_results: vec![pb::KeyResult {
+            key_result_id: "kr-1".into(),
+            description: "three reviews held".into(),
+            target: 3.0,
+            unit: "reviews".into(),
+        }],
+        set_by: owner.clone(),
+        ..Default::default()
+    }
+    .into();
+    let progress = (0..9).map(move |step| {
+        pb::GoalProgressRecorded {
+            goal_id: id.clone(),
+            key_result_id: "kr-1".into(),
+            value: f64::from(step),
+            recorded_by: owner.clone(),
+            ..Default::default()
+        }
+        .into()
+    });
+    std::iter::once(set).chain(progress)
 }
