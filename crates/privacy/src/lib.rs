@@ -7,6 +7,7 @@
 //! event log. Erasing a person destroys their keys: their text becomes unreadable in every copy
 //! of the log while the events, and the Merkle tree over them, stay as they were.
 
+mod aead;
 mod keys;
 mod master;
 mod ring;

@@ -4,17 +4,14 @@ use std::path::Path;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use chacha20poly1305::aead::{Aead, Payload};
-use chacha20poly1305::{KeyInit, XChaCha20Poly1305, XNonce};
 use sha2::{Digest, Sha256};
 
 use crate::Error;
-
-const NONCE: usize = 24;
+use crate::aead::{Cipher, NONCE};
 
 /// The key that wraps data keys. Its fingerprint (not secret) names it in errors and logs.
 pub struct MasterKey {
-    cipher: XChaCha20Poly1305,
+    cipher: Cipher,
     fingerprint: String,
 }
 
@@ -54,7 +51,7 @@ impl MasterKey {
             .chain_update(bytes)
             .finalize();
         Self {
-            cipher: XChaCha20Poly1305::new(bytes.into()),
+            cipher: Cipher::new(bytes),
             fingerprint: digest[..8].iter().map(|b| format!("{b:02x}")).collect(),
         }
     }
@@ -67,13 +64,8 @@ impl MasterKey {
     /// `secret` encrypted under this key; `context` must be given again to unwrap it.
     pub(crate) fn wrap(&self, secret: &[u8], context: &[u8]) -> Vec<u8> {
         let nonce = rand::random::<[u8; NONCE]>();
-        let payload = Payload {
-            msg: secret,
-            aad: context,
-        };
         let mut wrapped = nonce.to_vec();
-        // Encryption fails only for messages beyond the cipher's limit, far from 32 bytes.
-        wrapped.extend(self.cipher.encrypt(&XNonce::from(nonce), payload).unwrap());
+        wrapped.extend(self.cipher.seal(&nonce, context, secret));
         wrapped
     }
 
@@ -83,12 +75,8 @@ impl MasterKey {
             return None;
         }
         let (nonce, ciphertext) = wrapped.split_at(NONCE);
-        let nonce: [u8; NONCE] = nonce.try_into().ok()?;
-        let payload = Payload {
-            msg: ciphertext,
-            aad: context,
-        };
-        self.cipher.decrypt(&XNonce::from(nonce), payload).ok()
+        self.cipher
+            .open(nonce.try_into().ok()?, context, ciphertext)
     }
 }
 

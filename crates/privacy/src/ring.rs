@@ -4,14 +4,13 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use chacha20poly1305::aead::{Aead, Payload};
-use chacha20poly1305::{KeyInit, XChaCha20Poly1305, XNonce};
 use hmac::{Hmac, Mac};
 use ledger_domain::{Event, pb};
 use prost::Message;
 use sha2::Sha256;
 use uuid::Uuid;
 
+use crate::aead::{Cipher, NONCE};
 use crate::keys::{KeyStore, StoredKey};
 use crate::{Error, MasterKey};
 
@@ -20,14 +19,13 @@ use crate::{Error, MasterKey};
 const MASTER_CHECK: &str = "master-check";
 const CHECK_TEXT: &[u8] = b"dialogue-ledger master key check";
 const FINGERPRINT: usize = 16;
-const NONCE: usize = 24;
 
 /// An unwrapped data key.
 struct DataKey {
     id: Uuid,
     tenant: String,
     person: String,
-    cipher: XChaCha20Poly1305,
+    cipher: Cipher,
     secret: [u8; 32],
 }
 
@@ -164,7 +162,7 @@ impl KeyRing {
             id: stored.id,
             tenant: stored.tenant.clone(),
             person: stored.person.clone(),
-            cipher: XChaCha20Poly1305::new(&secret.into()),
+            cipher: Cipher::new(&secret),
             secret,
         }))
     }
@@ -242,12 +240,7 @@ impl KeyRing {
         let key_id = key.id.to_string();
         let nonce = rand::random::<[u8; NONCE]>();
         let aad = sealed_context(tenant, stream, event_id, &key_id);
-        let payload = Payload {
-            msg: &plain.encode_to_vec(),
-            aad: &aad,
-        };
-        // Encryption fails only beyond the cipher's length limit (256 GiB).
-        let ciphertext = key.cipher.encrypt(&XNonce::from(nonce), payload).unwrap();
+        let ciphertext = key.cipher.seal(&nonce, &aad, &plain.encode_to_vec());
         *text.sealed = Some(pb::Sealed {
             key_id,
             nonce: nonce.to_vec(),
@@ -274,14 +267,9 @@ impl KeyRing {
             .try_into()
             .map_err(|_| Error::Tampered)?;
         let aad = sealed_context(tenant, stream, event_id, &sealed.key_id);
-        let payload = Payload {
-            msg: &sealed.ciphertext,
-            aad: &aad,
-        };
-        let plain = key
-            .cipher
-            .decrypt(&XNonce::from(nonce), payload)
-            .map_err(|_| Error::Tampered)?;
+        let plain = (key.cipher)
+            .open(&nonce, &aad, &sealed.ciphertext)
+            .ok_or(Error::Tampered)?;
         let text = pb::PersonalText::decode(plain.as_slice()).map_err(|_| Error::Tampered)?;
         Ok(Some(text.fields))
     }
