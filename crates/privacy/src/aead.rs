@@ -7,7 +7,7 @@
 use ::ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
 use chacha20::cipher::consts::U10;
 
-pub(crate) const KEY: usize = 32;
+const KEY: usize = 32;
 pub(crate) const NONCE: usize = 24;
 
 /// A key for sealing and opening.
