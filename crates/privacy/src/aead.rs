@@ -27,12 +27,18 @@ impl Cipher {
         let key = UnboundKey::new(&CHACHA20_POLY1305, &subkey).expect("a 32-byte key");
         let mut short = [0; 12];
         short[4..].copy_from_slice(&nonce[16..]);
-        // Each nonce is random and used for one message; a subkey is derived per nonce.
+        // `seal` draws each nonce at random for one message; a subkey is derived per nonce.
         (LessSafeKey::new(key), Nonce::assume_unique_for_key(short))
     }
 
-    /// `plain` encrypted, its authentication tag appended.
-    pub(crate) fn seal(&self, nonce: &[u8; NONCE], aad: &[u8], plain: &[u8]) -> Vec<u8> {
+    /// `plain` encrypted under a random nonce: the nonce, and the ciphertext with its
+    /// authentication tag appended.
+    pub(crate) fn seal(&self, aad: &[u8], plain: &[u8]) -> ([u8; NONCE], Vec<u8>) {
+        let nonce = rand::random::<[u8; NONCE]>();
+        (nonce, self.seal_with(&nonce, aad, plain))
+    }
+
+    fn seal_with(&self, nonce: &[u8; NONCE], aad: &[u8], plain: &[u8]) -> Vec<u8> {
         let (key, nonce) = self.subkey(nonce);
         let mut sealed = Vec::with_capacity(plain.len() + CHACHA20_POLY1305.tag_len());
         sealed.extend_from_slice(plain);
@@ -75,7 +81,7 @@ mod tests {
         ];
         let plain = b"Ladies and Gentlemen of the class of '99: If I could offer you only one \
                       tip for the future, sunscreen would be it.";
-        let sealed = Cipher::new(&key).seal(&nonce, &aad, plain);
+        let sealed = Cipher::new(&key).seal_with(&nonce, &aad, plain);
         assert_eq!(
             hex(&sealed),
             "bd6d179d3e83d43b9576579493c0e939572a1700252bfaccbed2902c21396cbb731c7f1b0b4aa644\
@@ -103,21 +109,26 @@ mod tests {
             };
             let sealed_before = earlier.encrypt(&XNonce::from(nonce), payload).unwrap();
             let cipher = Cipher::new(&key);
-            assert_eq!(cipher.seal(&nonce, &aad, &plain), sealed_before, "{length}");
+            assert_eq!(
+                cipher.seal_with(&nonce, &aad, &plain),
+                sealed_before,
+                "{length}"
+            );
             assert_eq!(cipher.open(&nonce, &aad, &sealed_before).unwrap(), plain);
         }
     }
 
     #[test]
     fn refuses_altered_text_and_the_wrong_key_nonce_or_context() {
-        let (key, nonce) = ([1; KEY], [2; NONCE]);
-        let cipher = Cipher::new(&key);
-        let sealed = cipher.seal(&nonce, b"context", b"what was said");
+        let cipher = Cipher::new(&[1; KEY]);
+        let (nonce, sealed) = cipher.seal(b"context", b"what was said");
         let mut altered = sealed.clone();
         altered[3] ^= 1;
         assert!(cipher.open(&nonce, b"context", &altered).is_none());
         assert!(cipher.open(&nonce, b"contexts", &sealed).is_none());
-        assert!(cipher.open(&[3; NONCE], b"context", &sealed).is_none());
+        let mut other_nonce = nonce;
+        other_nonce[0] ^= 1;
+        assert!(cipher.open(&other_nonce, b"context", &sealed).is_none());
         assert!(
             Cipher::new(&[4; KEY])
                 .open(&nonce, b"context", &sealed)

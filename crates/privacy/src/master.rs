@@ -63,20 +63,14 @@ impl MasterKey {
 
     /// `secret` encrypted under this key; `context` must be given again to unwrap it.
     pub(crate) fn wrap(&self, secret: &[u8], context: &[u8]) -> Vec<u8> {
-        let nonce = rand::random::<[u8; NONCE]>();
-        let mut wrapped = nonce.to_vec();
-        wrapped.extend(self.cipher.seal(&nonce, context, secret));
-        wrapped
+        let (nonce, ciphertext) = self.cipher.seal(context, secret);
+        [nonce.as_slice(), &ciphertext].concat()
     }
 
     /// `None` when `wrapped` was not wrapped by this key with this context.
     pub(crate) fn unwrap(&self, wrapped: &[u8], context: &[u8]) -> Option<Vec<u8>> {
-        if wrapped.len() < NONCE {
-            return None;
-        }
-        let (nonce, ciphertext) = wrapped.split_at(NONCE);
-        self.cipher
-            .open(nonce.try_into().ok()?, context, ciphertext)
+        let (nonce, ciphertext) = wrapped.split_first_chunk::<NONCE>()?;
+        self.cipher.open(nonce, context, ciphertext)
     }
 }
 

@@ -238,9 +238,8 @@ impl KeyRing {
             fields: text.fields.into_iter().map(std::mem::take).collect(),
         };
         let key_id = key.id.to_string();
-        let nonce = rand::random::<[u8; NONCE]>();
         let aad = sealed_context(tenant, stream, event_id, &key_id);
-        let ciphertext = key.cipher.seal(&nonce, &aad, &plain.encode_to_vec());
+        let (nonce, ciphertext) = key.cipher.seal(&aad, &plain.encode_to_vec());
         *text.sealed = Some(pb::Sealed {
             key_id,
             nonce: nonce.to_vec(),
