@@ -502,12 +502,13 @@ async fn a_year_of_dialogue_and_every_refusal() {
         Code::AlreadyExists,
         "different request",
     );
-    let mut elsewhere = cancel("s-skip");
+    // On another aggregate the same id is another command, judged on its own.
+    let mut elsewhere = cancel("s-nope");
     elsewhere.command_id = first.command_id.clone();
     refused(
         story.sessions.cancel_session(authed(&mia, elsewhere)).await,
-        Code::AlreadyExists,
-        "already used",
+        Code::NotFound,
+        "session s-nope",
     );
     // Nothing crosses tenants: mia of globex does not see acme's sessions or org units.
     let globex = story.token("mia@globex").to_owned();

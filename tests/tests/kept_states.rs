@@ -116,6 +116,18 @@ async fn kept_states_decide_as_the_log_does_before_and_after_a_restart() {
         (again.code(), again.message()),
         (Code::AlreadyExists, "action item a-1 already exists")
     );
+    // A command id is an idempotency key per aggregate: on another one it is another command.
+    let elsewhere = sessions
+        .schedule_session(authed(&mia, schedule("a", "s-3")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(elsewhere.version, 0);
+    assert_ne!(elsewhere.position, agreed.position);
+    assert_eq!(
+        relationship(&server, "s-3").await,
+        pb::Relationship::VerticalDirect as i32
+    );
 
     assert!(server.terminate().await.success());
     let server = ServerProcess::start(data_dir.path());
@@ -127,6 +139,15 @@ async fn kept_states_decide_as_the_log_does_before_and_after_a_restart() {
         .unwrap()
         .into_inner();
     assert_eq!(retried, agreed, "the retry after the restart");
+    let retried = sessions
+        .schedule_session(authed(&mia, schedule("a", "s-3")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        retried, elsewhere,
+        "the retry on the other aggregate after the restart"
+    );
     let again = sessions
         .agree_action_item(authed(&mia, agree("a3", "draft the plan")))
         .await

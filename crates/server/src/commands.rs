@@ -27,8 +27,9 @@ use crate::status;
 use crate::telemetry::TraceContext;
 use ledger_privacy::KeyRing;
 
-/// Event ids are UUIDv5 of tenant, command id and index in this namespace, so a retried command
-/// produces the same ids and the store's idempotency makes the retry a no-op.
+/// Event ids are UUIDv5 of stream (which names the tenant), command id and index in this
+/// namespace: a retried command produces the same ids, so the store's idempotency (per stream)
+/// makes the retry a no-op, and ids stay unique across streams without the store checking it.
 const EVENT_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6d1f_3a2e_8c4b_4e57_9a0d_5b7e_2c91_f0a3);
 
 /// How often a command without an expected version is decided again after a concurrent change.
@@ -249,7 +250,7 @@ impl CommandHandler {
                 }
                 Err(ledger_store::Error::DuplicateEventId { .. }) => {
                     return Err(Status::already_exists(format!(
-                        "command id {} was already used for another command",
+                        "command id {} was already used with a different request",
                         envelope.command_id
                     )));
                 }
@@ -405,7 +406,7 @@ impl CommandHandler {
     ) -> Result<Vec<NewEvent>, Status> {
         let command_uuid = Uuid::new_v5(
             &EVENT_ID_NAMESPACE,
-            format!("{}\n{}", principal.tenant, envelope.command_id).as_bytes(),
+            format!("{stream}\n{}", envelope.command_id).as_bytes(),
         );
         let mut extra = BTreeMap::from([
             (COMMAND_ID.to_owned(), envelope.command_id.clone()),

@@ -8,7 +8,8 @@ use rusqlite::{Connection, OpenFlags};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many have run.
 /// Append new ones; never edit a released one.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE streams (
         id            INTEGER PRIMARY KEY,
         name          TEXT    NOT NULL UNIQUE,
@@ -26,7 +27,29 @@ const MIGRATIONS: &[&str] = &["
         recorded_at INTEGER NOT NULL,
         UNIQUE (stream_id, revision)
     ) STRICT;
-"];
+",
+    "
+    -- Event ids unique per stream instead of across the store: a store-wide index takes each new
+    -- id at a random page of a B-tree as large as the history, while new streams' entries of
+    -- this one sit together at its end. SQLite cannot drop a column's UNIQUE, so the table is
+    -- copied (once, at the first start of a build with this migration).
+    CREATE TABLE events_per_stream_ids (
+        position    INTEGER PRIMARY KEY,
+        stream_id   INTEGER NOT NULL REFERENCES streams (id),
+        revision    INTEGER NOT NULL,
+        event_id    BLOB    NOT NULL,
+        event_type  TEXT    NOT NULL,
+        payload     BLOB    NOT NULL,
+        metadata    BLOB    NOT NULL,
+        recorded_at INTEGER NOT NULL,
+        UNIQUE (stream_id, revision)
+    ) STRICT;
+    INSERT INTO events_per_stream_ids SELECT * FROM events ORDER BY position;
+    DROP TABLE events;
+    ALTER TABLE events_per_stream_ids RENAME TO events;
+    CREATE UNIQUE INDEX events_by_stream_and_id ON events (stream_id, event_id);
+",
+];
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 

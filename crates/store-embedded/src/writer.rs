@@ -199,7 +199,6 @@ struct StoredStream {
 }
 
 struct StoredEvent {
-    stream_id: i64,
     revision: u64,
     position: u64,
 }
@@ -215,12 +214,14 @@ fn append_one(
     recorded: &mut Vec<RecordedEvent>,
 ) -> rusqlite::Result<Result<AppendResult, Error>> {
     let stream = find_stream(transaction, &request.stream)?;
-    if let Some(first) = find_event(transaction, request.events[0].id)? {
-        return match_retry(transaction, request, stream.as_ref(), first);
-    }
-    for event in &request.events[1..] {
-        if find_event(transaction, event.id)?.is_some() {
-            return Ok(Err(Error::DuplicateEventId { id: event.id }));
+    if let Some(stream) = &stream {
+        if let Some(first) = find_event(transaction, stream, request.events[0].id)? {
+            return match_retry(transaction, request, stream, first);
+        }
+        for event in &request.events[1..] {
+            if find_event(transaction, stream, event.id)?.is_some() {
+                return Ok(Err(Error::DuplicateEventId { id: event.id }));
+            }
         }
     }
     let actual = stream.as_ref().map(|s| s.last_revision);
@@ -282,24 +283,18 @@ fn append_one(
     }))
 }
 
-/// The batch's first id is stored: it is a retry if every id of the batch is stored in this
-/// stream at consecutive revisions, and then the answer is what the original append returned.
+/// The batch's first id is stored in the stream: it is a retry if every id of the batch follows
+/// it there at consecutive revisions, and then the answer is what the original append returned.
 fn match_retry(
     transaction: &Transaction<'_>,
     request: &AppendRequest,
-    stream: Option<&StoredStream>,
+    stream: &StoredStream,
     first: StoredEvent,
 ) -> rusqlite::Result<Result<AppendResult, Error>> {
-    let in_this_stream = |found: &StoredEvent| stream.is_some_and(|s| s.id == found.stream_id);
-    if !in_this_stream(&first) {
-        return Ok(Err(Error::DuplicateEventId {
-            id: request.events[0].id,
-        }));
-    }
     let mut last = first;
     for event in &request.events[1..] {
-        match find_event(transaction, event.id)? {
-            Some(found) if in_this_stream(&found) && found.revision == last.revision + 1 => {
+        match find_event(transaction, stream, event.id)? {
+            Some(found) if found.revision == last.revision + 1 => {
                 last = found;
             }
             _ => return Ok(Err(Error::DuplicateEventId { id: event.id })),
@@ -326,14 +321,19 @@ fn find_stream(
         .optional()
 }
 
-fn find_event(transaction: &Transaction<'_>, id: Uuid) -> rusqlite::Result<Option<StoredEvent>> {
+fn find_event(
+    transaction: &Transaction<'_>,
+    stream: &StoredStream,
+    id: Uuid,
+) -> rusqlite::Result<Option<StoredEvent>> {
     transaction
-        .prepare_cached("SELECT stream_id, revision, position FROM events WHERE event_id = ?1")?
-        .query_row([id.as_bytes()], |row| {
+        .prepare_cached(
+            "SELECT revision, position FROM events WHERE stream_id = ?1 AND event_id = ?2",
+        )?
+        .query_row(params![stream.id, id.as_bytes()], |row| {
             Ok(StoredEvent {
-                stream_id: row.get(0)?,
-                revision: row.get::<_, i64>(1)? as u64,
-                position: row.get::<_, i64>(2)? as u64,
+                revision: row.get::<_, i64>(0)? as u64,
+                position: row.get::<_, i64>(1)? as u64,
             })
         })
         .optional()

@@ -248,3 +248,111 @@ async fn live_subscribers_get_what_storage_holds() {
     }
     assert_eq!(received, everything(&store).await);
 }
+
+/// The first schema, as releases before event ids were unique per stream left their file: an
+/// id was unique across the store.
+const FIRST_SCHEMA: &str = "
+    CREATE TABLE streams (
+        id            INTEGER PRIMARY KEY,
+        name          TEXT    NOT NULL UNIQUE,
+        last_revision INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE events (
+        position    INTEGER PRIMARY KEY,
+        stream_id   INTEGER NOT NULL REFERENCES streams (id),
+        revision    INTEGER NOT NULL,
+        event_id    BLOB    NOT NULL UNIQUE,
+        event_type  TEXT    NOT NULL,
+        payload     BLOB    NOT NULL,
+        metadata    BLOB    NOT NULL,
+        recorded_at INTEGER NOT NULL,
+        UNIQUE (stream_id, revision)
+    ) STRICT;
+    PRAGMA user_version = 1;
+";
+
+#[tokio::test]
+async fn a_log_of_the_first_schema_keeps_its_events_and_idempotency_with_ids_per_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let written = [event("one"), event("two")];
+    {
+        let db = rusqlite::Connection::open(database_path(dir.path())).unwrap();
+        db.execute_batch(FIRST_SCHEMA).unwrap();
+        db.execute("INSERT INTO streams VALUES (1, 'a', 1)", [])
+            .unwrap();
+        for (revision, e) in written.iter().enumerate() {
+            db.execute(
+                "INSERT INTO events VALUES (?1, 1, ?2, ?3, ?4, ?5, ?6, 1700000000000000)",
+                rusqlite::params![
+                    revision as i64 + 1,
+                    revision as i64,
+                    e.id.as_bytes(),
+                    e.event_type,
+                    &e.payload[..],
+                    e.metadata.encode(),
+                ],
+            )
+            .unwrap();
+        }
+    }
+
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let stored = everything(&store).await;
+    assert_eq!(
+        stored
+            .iter()
+            .map(|e| (
+                e.stream.as_str(),
+                e.revision,
+                e.position,
+                e.id,
+                e.payload.clone()
+            ))
+            .collect::<Vec<_>>(),
+        [
+            (
+                "a",
+                0,
+                Position::from_sequence(1),
+                written[0].id,
+                written[0].payload.clone()
+            ),
+            (
+                "a",
+                1,
+                Position::from_sequence(2),
+                written[1].id,
+                written[1].payload.clone()
+            ),
+        ]
+    );
+    let retried = store
+        .append(&stream("a"), ExpectedVersion::Any, written.to_vec())
+        .await
+        .unwrap();
+    assert_eq!(
+        (retried.revision, retried.position),
+        (1, Position::from_sequence(2))
+    );
+    let partly = vec![written[1].clone(), event("three")];
+    assert!(matches!(
+        store
+            .append(&stream("a"), ExpectedVersion::Any, partly)
+            .await,
+        Err(Error::DuplicateEventId { .. })
+    ));
+    // The same id in another stream, refused by the first schema, is now that stream's event.
+    let elsewhere = store
+        .append(
+            &stream("b"),
+            ExpectedVersion::NoStream,
+            vec![written[0].clone()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (elsewhere.revision, elsewhere.position),
+        (0, Position::from_sequence(3))
+    );
+    store.close().await.unwrap();
+}

@@ -5,13 +5,11 @@
 //! else on the cluster. The global position is `$all`'s (commit, prepare), kept opaque.
 //!
 //! EventStoreDB deduplicates by event id only for an append at the exact revision where the ids
-//! were first written, and knows no id across streams. The contract's idempotency (forever, and
-//! `DuplicateEventId` for an id stored in another stream) is therefore kept here: before an
-//! append, each event id is reserved in an index stream of its own, `{namespace}-id:{uuid}`,
-//! naming the target stream; an id reserved for another stream is a duplicate, and an id reserved
-//! for this stream sends the append down the retry path, which looks for the batch in the stream
-//! and answers with the original result if it is there. Every append goes to EventStoreDB with an
-//! exact expected revision, so a concurrent writer is noticed and the append is decided again.
+//! were first written. The contract's idempotency (per stream, forever) is therefore kept here:
+//! before an append the stream is read (a ledger stream is one aggregate's: short), a batch
+//! found there answers with the original result, and a partly found one is a duplicate. Every
+//! append goes to EventStoreDB with an exact expected revision, so a concurrent writer is noticed
+//! and the append is decided again.
 
 mod mapping;
 
@@ -118,99 +116,16 @@ impl EventStoreDb {
         format!("{}:", self.namespace)
     }
 
-    fn index_name(&self, id: Uuid) -> String {
-        format!("{}-id:{}", self.namespace, id.simple())
-    }
-
     /// Our view of a stored event, if it is one of the ledger's.
     fn ours(&self, event: &eventstore::RecordedEvent) -> Option<Result<RecordedEvent, Error>> {
         let name = event.stream_id.strip_prefix(&self.data_prefix())?;
         Some(recorded(name, event))
     }
 
-    /// Which stream each id is reserved for.
-    async fn reservations(&self, ids: &[Uuid]) -> Result<Vec<Option<String>>, Error> {
-        let lookups = ids.iter().map(|id| async move {
-            let options = ReadStreamOptions::default()
-                .position(StreamPosition::Start)
-                .max_count(1)
-                .deadline(DEADLINE);
-            let mut read = match self
-                .client
-                .read_stream(self.index_name(*id), &options)
-                .await
-            {
-                Ok(read) => read,
-                Err(eventstore::Error::ResourceNotFound) => return Ok(None),
-                Err(error) => return Err(from_esdb(error)),
-            };
-            match read.next().await {
-                Ok(Some(event)) => Ok(event
-                    .event
-                    .map(|e| String::from_utf8_lossy(&e.data).into_owned())),
-                Ok(None) | Err(eventstore::Error::ResourceNotFound) => Ok(None),
-                Err(error) => Err(from_esdb(error)),
-            }
-        });
-        futures::future::try_join_all(lookups).await
-    }
-
-    /// Reserves each id for `stream` (an id reserved already stays as it was).
-    async fn reserve(&self, ids: &[Uuid], stream: &str) -> Result<(), Error> {
-        let writes = ids.iter().map(|id| async move {
-            let reservation =
-                EventData::binary("ledger.id-reserved", stream.as_bytes().to_vec().into())
-                    .id(Uuid::new_v5(id, stream.as_bytes()));
-            let options = AppendToStreamOptions::default()
-                .expected_revision(ExpectedRevision::NoStream)
-                .deadline(DEADLINE);
-            match self
-                .client
-                .append_to_stream(self.index_name(*id), &options, reservation)
-                .await
-            {
-                Ok(_) | Err(eventstore::Error::WrongExpectedVersion { .. }) => Ok(()),
-                Err(error) => Err(from_esdb(error)),
-            }
-        });
-        futures::future::try_join_all(writes).await.map(|_| ())
-    }
-
     /// The whole stream, in revision order (ledger streams are one aggregate's: short).
     async fn whole_stream(&self, stream: &StreamName) -> Result<Vec<RecordedEvent>, Error> {
         self.read_stream(stream, StreamRead::Forward { from: 0 }, usize::MAX)
             .await
-    }
-
-    /// The retry path: the batch's first id is reserved for this stream. If the batch is stored
-    /// there, at consecutive revisions, the original result; a partial match is a duplicate;
-    /// not stored at all, `None` (an earlier attempt reserved the ids but did not append).
-    async fn stored_batch(
-        &self,
-        stream: &StreamName,
-        ids: &[Uuid],
-    ) -> Result<Option<AppendResult>, Error> {
-        let events = self.whole_stream(stream).await?;
-        let Some(start) = events.iter().position(|e| e.id == ids[0]) else {
-            return match ids[1..]
-                .iter()
-                .find(|id| events.iter().any(|e| e.id == **id))
-            {
-                Some(id) => Err(Error::DuplicateEventId { id: *id }),
-                None => Ok(None),
-            };
-        };
-        for (offset, id) in ids.iter().enumerate() {
-            match events.get(start + offset) {
-                Some(event) if event.id == *id => {}
-                _ => return Err(Error::DuplicateEventId { id: *id }),
-            }
-        }
-        let last = &events[start + ids.len() - 1];
-        Ok(Some(AppendResult {
-            revision: last.revision,
-            position: last.position,
-        }))
     }
 
     /// One decision and attempt; `None` when a concurrent writer got there first.
@@ -220,26 +135,12 @@ impl EventStoreDb {
         expected: ExpectedVersion,
         events: &[NewEvent],
     ) -> Result<Option<AppendResult>, Error> {
-        let name = self.stream_name(stream);
         let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
-        let reserved = self.reservations(&ids).await?;
-        for (id, reservation) in ids.iter().zip(&reserved) {
-            if reservation.as_ref().is_some_and(|r| *r != name) {
-                return Err(Error::DuplicateEventId { id: *id });
-            }
+        let stored = self.whole_stream(stream).await?;
+        if let Some(original) = stored_batch(&stored, &ids)? {
+            return Ok(Some(original));
         }
-        if reserved.iter().any(Option::is_some) {
-            if reserved[0].is_none() {
-                let id = ids[reserved.iter().position(Option::is_some).unwrap_or(0)];
-                // Reserved but perhaps never written: a duplicate only if it is stored.
-                if self.whole_stream(stream).await?.iter().any(|e| e.id == id) {
-                    return Err(Error::DuplicateEventId { id });
-                }
-            } else if let Some(original) = self.stored_batch(stream, &ids).await? {
-                return Ok(Some(original));
-            }
-        }
-        let actual = self.stream_revision(stream).await?;
+        let actual = stored.last().map(|e| e.revision);
         if !expected.is_satisfied_by(actual) {
             return Err(Error::WrongExpectedVersion {
                 stream: stream.clone(),
@@ -247,7 +148,6 @@ impl EventStoreDb {
                 actual,
             });
         }
-        self.reserve(&ids, &name).await?;
         let data: Vec<EventData> = events
             .iter()
             .map(|e| {
@@ -263,7 +163,10 @@ impl EventStoreDb {
         let options = AppendToStreamOptions::default()
             .expected_revision(at)
             .deadline(DEADLINE);
-        match self.client.append_to_stream(name, &options, data).await {
+        match (self.client)
+            .append_to_stream(self.stream_name(stream), &options, data)
+            .await
+        {
             Ok(written) => {
                 let first = actual.map_or(0, |r| r + 1);
                 Ok(Some(AppendResult {
@@ -275,6 +178,32 @@ impl EventStoreDb {
             Err(error) => Err(from_esdb(error)),
         }
     }
+}
+
+/// The batch's ids in the stream's `events`: all of them, from the first at consecutive
+/// revisions, is a retry and the answer is the original result; some is a duplicate; none,
+/// `None`.
+fn stored_batch(events: &[RecordedEvent], ids: &[Uuid]) -> Result<Option<AppendResult>, Error> {
+    let Some(start) = events.iter().position(|e| e.id == ids[0]) else {
+        return match ids[1..]
+            .iter()
+            .find(|id| events.iter().any(|e| e.id == **id))
+        {
+            Some(id) => Err(Error::DuplicateEventId { id: *id }),
+            None => Ok(None),
+        };
+    };
+    for (offset, id) in ids.iter().enumerate() {
+        match events.get(start + offset) {
+            Some(event) if event.id == *id => {}
+            _ => return Err(Error::DuplicateEventId { id: *id }),
+        }
+    }
+    let last = &events[start + ids.len() - 1];
+    Ok(Some(AppendResult {
+        revision: last.revision,
+        position: last.position,
+    }))
 }
 
 #[async_trait]

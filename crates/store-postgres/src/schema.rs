@@ -6,7 +6,8 @@ use ledger_store::Error;
 use crate::from_pg;
 
 /// Each migration, in order; the schema's version is how many have been applied.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE streams (
         name          TEXT PRIMARY KEY,
         last_revision BIGINT NOT NULL
@@ -28,7 +29,13 @@ const MIGRATIONS: &[&str] = &["
         last BIGINT NOT NULL
     );
     INSERT INTO head (id, last) VALUES (1, 0);
-"];
+",
+    "
+    -- Event ids unique per stream instead of across the store (the store's contract).
+    ALTER TABLE events DROP CONSTRAINT events_id_key;
+    CREATE UNIQUE INDEX events_by_stream_and_id ON events (stream, id);
+",
+];
 
 /// A schema name safe to splice into SQL: lower-case ASCII letters, digits and `_`, not starting
 /// with a digit, at most 48 bytes.

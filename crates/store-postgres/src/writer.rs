@@ -101,9 +101,8 @@ async fn commit(
     Ok((answers, next - 1))
 }
 
-/// Where an event id is stored.
+/// Where an event id is stored in the append's stream.
 struct Stored {
-    stream: String,
     revision: u64,
     position: u64,
 }
@@ -119,23 +118,22 @@ async fn append_one(
     let ids: Vec<Uuid> = request.events.iter().map(|e| e.id).collect();
     let found: HashMap<Uuid, Stored> = transaction
         .query(
-            "SELECT id, stream, revision, position FROM events WHERE id = ANY($1)",
-            &[&ids],
+            "SELECT id, revision, position FROM events WHERE stream = $1 AND id = ANY($2)",
+            &[&request.stream.as_str(), &ids],
         )
         .await
         .map_err(from_pg)?
         .into_iter()
         .map(|row| {
             let stored = Stored {
-                stream: row.get(1),
-                revision: row.get::<_, i64>(2) as u64,
-                position: row.get::<_, i64>(3) as u64,
+                revision: row.get::<_, i64>(1) as u64,
+                position: row.get::<_, i64>(2) as u64,
             };
             (row.get(0), stored)
         })
         .collect();
     if let Some(first) = found.get(&ids[0]) {
-        return Ok(match_retry(request, &ids, &found, first));
+        return Ok(match_retry(&ids, &found, first));
     }
     if let Some(id) = ids.iter().find(|id| found.contains_key(id)) {
         return Ok(Err(Error::DuplicateEventId { id: *id }));
@@ -203,23 +201,17 @@ async fn append_one(
     }))
 }
 
-/// The batch's first id is stored: a retry if every id is stored in this stream at consecutive
-/// revisions, and then the answer is what the original append returned.
+/// The batch's first id is stored in the stream: a retry if every id follows it there at
+/// consecutive revisions, and then the answer is what the original append returned.
 fn match_retry(
-    request: &AppendRequest,
     ids: &[Uuid],
     found: &HashMap<Uuid, Stored>,
     first: &Stored,
 ) -> Result<AppendResult, Error> {
-    if first.stream != request.stream.as_str() {
-        return Err(Error::DuplicateEventId { id: ids[0] });
-    }
     let mut last = first;
     for id in &ids[1..] {
         match found.get(id) {
-            Some(stored)
-                if stored.stream == first.stream && stored.revision == last.revision + 1 =>
-            {
+            Some(stored) if stored.revision == last.revision + 1 => {
                 last = stored;
             }
             _ => return Err(Error::DuplicateEventId { id: *id }),

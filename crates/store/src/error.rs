@@ -20,8 +20,8 @@ pub enum Error {
         actual: Option<u64>,
     },
 
-    /// The event id is already stored, in another stream or in a batch that does not match this one.
-    #[error("event id {id} is already stored elsewhere")]
+    /// The event id is already stored in the stream, in a batch that does not match this one.
+    #[error("event id {id} is already stored in the stream, in another batch")]
     DuplicateEventId { id: Uuid },
 
     /// The batch itself is malformed: empty, an id twice, or over a size limit.

@@ -39,12 +39,15 @@ pub trait EventStore: Send + Sync + std::fmt::Debug + 'static {
     /// `expected` is checked against the stream's current revision in the same transaction as the
     /// write; a mismatch is [`Error::WrongExpectedVersion`] carrying the actual revision.
     ///
-    /// Idempotency, forever: if the first event's id is already stored in `stream`, and the batch's
-    /// ids follow it at consecutive revisions there, nothing is written and the original result
-    /// (revision and position of the batch's last event) is returned, whatever `expected` says. An
-    /// id stored in another stream, or a batch that only partly matches what is stored, is
-    /// [`Error::DuplicateEventId`]. An empty batch, a batch that repeats an id, or one over the
-    /// size limits ([`MAX_PAYLOAD_BYTES`], [`MAX_APPEND_BYTES`]) is rejected before anything is written.
+    /// Idempotency, per stream and forever: if the first event's id is already stored in
+    /// `stream`, and the batch's ids follow it at consecutive revisions there, nothing is written
+    /// and the original result (revision and position of the batch's last event) is returned,
+    /// whatever `expected` says; a batch that only partly matches what `stream` holds is
+    /// [`Error::DuplicateEventId`]. Ids are unique within a stream, not across the store (as in
+    /// EventStoreDB): an id stored in another stream is no concern of this append, so that no
+    /// append has to consult an index of every id ever stored. An empty batch, a batch that
+    /// repeats an id, or one over the size limits ([`MAX_PAYLOAD_BYTES`], [`MAX_APPEND_BYTES`]) is
+    /// rejected before anything is written.
     ///
     /// Returns once the events are durable (they survive a crash of the process or the machine).
     async fn append(
