@@ -443,3 +443,60 @@ impl EventStore for EventStoreDb {
         .boxed()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use ledger_store::{Metadata, Timestamp};
+
+    use super::*;
+
+    /// A stream of `n` events at positions 10, 20, ...
+    fn stream_of(n: u64) -> Vec<RecordedEvent> {
+        (0..n)
+            .map(|revision| RecordedEvent {
+                stream: StreamName::new("test/a").unwrap(),
+                revision,
+                position: Position::new(10 * (revision + 1), 10 * (revision + 1)),
+                id: Uuid::new_v4(),
+                event_type: "test.Event".into(),
+                payload: Bytes::new(),
+                metadata: Metadata::default(),
+                recorded_at: Timestamp::from_micros(0),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_batch_found_in_its_stream_answers_with_the_original_result() {
+        let events = stream_of(4);
+        let ids = [events[1].id, events[2].id];
+        let original = stored_batch(&events, &ids).unwrap().unwrap();
+        assert_eq!(
+            (original.revision, original.position),
+            (2, events[2].position)
+        );
+        let fresh = [Uuid::new_v4(), Uuid::new_v4()];
+        assert_eq!(stored_batch(&events, &fresh).unwrap(), None);
+    }
+
+    #[test]
+    fn a_batch_partly_found_in_its_stream_is_a_duplicate() {
+        let events = stream_of(4);
+        let new = Uuid::new_v4();
+        for ids in [
+            vec![events[1].id, new],
+            vec![new, events[0].id],
+            vec![events[2].id, events[1].id],
+            vec![events[3].id, events[3].id],
+        ] {
+            assert!(
+                matches!(
+                    stored_batch(&events, &ids),
+                    Err(Error::DuplicateEventId { .. })
+                ),
+                "{ids:?}"
+            );
+        }
+    }
+}
