@@ -1,7 +1,8 @@
 //! Aggregate states kept in memory between commands (the embedded store) decide as the log does:
 //! a command sees the effect of the one acknowledged just before it on another aggregate, a retry
 //! is recognised from memory and again after a restart reads the log, and what the state forbids
-//! stays forbidden across the restart.
+//! stays forbidden across the restart; one command id sent with two bodies at once is carried out
+//! once.
 
 use ledger_domain::pb;
 use ledger_e2e::server::{ServerProcess, authed, set_up_sales};
@@ -155,5 +156,55 @@ async fn kept_states_decide_as_the_log_does_before_and_after_a_restart() {
     assert_eq!(
         (again.code(), again.message()),
         (Code::AlreadyExists, "action item a-1 already exists")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_command_id_sent_with_two_bodies_at_once_is_carried_out_once() {
+    const ROUNDS: usize = 20;
+    let data_dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(data_dir.path());
+    set_up_sales(&server, &[("mia", "mia"), ("lee", "lee")]).await;
+    let mia = server.token("acme", "mia", &["member"]);
+    let mut first = SessionsClient::new(server.channel().await);
+    let mut second = SessionsClient::new(server.channel().await);
+    first
+        .schedule_session(authed(&mia, schedule("s2", "s-2")))
+        .await
+        .unwrap();
+    for round in 0..ROUNDS {
+        let agree = |text: &str| api::AgreeActionItemRequest {
+            item_id: format!("a-{round}"),
+            ..agree(&format!("race-{round}"), text)
+        };
+        let (a, b) = tokio::join!(
+            first.agree_action_item(authed(&mia, agree("draft the plan"))),
+            second.agree_action_item(authed(&mia, agree("something else"))),
+        );
+        let outcomes = (a.map_err(|e| e.code()), b.map_err(|e| e.code()));
+        assert!(
+            matches!(
+                outcomes,
+                (Ok(_), Err(Code::AlreadyExists)) | (Err(Code::AlreadyExists), Ok(_))
+            ),
+            "round {round}: {outcomes:?}"
+        );
+    }
+    let auditor = server.token("acme", "audra", &["auditor"]);
+    let read = api::ReadStreamRequest {
+        stream: "session-s-2".into(),
+        limit: 100,
+        ..Default::default()
+    };
+    let events = LedgerClient::new(server.channel().await)
+        .read_stream(authed(&auditor, read))
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    assert_eq!(
+        events.len(),
+        1 + ROUNDS,
+        "one scheduling and one item per round"
     );
 }

@@ -27,9 +27,10 @@ use crate::status;
 use crate::telemetry::TraceContext;
 use ledger_privacy::KeyRing;
 
-/// Event ids are UUIDv5 of stream (which names the tenant), command id and index in this
-/// namespace: a retried command produces the same ids, so the store's idempotency (per stream)
-/// makes the retry a no-op, and ids stay unique across streams without the store checking it.
+/// Event ids are UUIDv5 of stream (which names the tenant), command id, request hash and index
+/// in this namespace: a retried command produces the same ids, so the store's idempotency (per
+/// stream) makes the retry a no-op, and ids stay unique across streams without the store
+/// checking it.
 const EVENT_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6d1f_3a2e_8c4b_4e57_9a0d_5b7e_2c91_f0a3);
 
 /// How often a command without an expected version is decided again after a concurrent change.
@@ -404,16 +405,17 @@ impl CommandHandler {
         subject: Option<&str>,
         events: Vec<Event>,
     ) -> Result<Vec<NewEvent>, Status> {
+        let hash = self.command_hash(principal, subject, envelope).await?;
+        // The request's hash is in the ids too: two requests with one command id and different
+        // bodies, decided side by side, then append different ids, so the second is a version
+        // conflict (decided again, and refused as a reuse) rather than taken for a retry.
         let command_uuid = Uuid::new_v5(
             &EVENT_ID_NAMESPACE,
-            format!("{stream}\n{}", envelope.command_id).as_bytes(),
+            format!("{stream}\n{}\n{hash}", envelope.command_id).as_bytes(),
         );
         let mut extra = BTreeMap::from([
             (COMMAND_ID.to_owned(), envelope.command_id.clone()),
-            (
-                COMMAND_HASH.to_owned(),
-                self.command_hash(principal, subject, envelope).await?,
-            ),
+            (COMMAND_HASH.to_owned(), hash),
             (ACTOR.to_owned(), principal.actor.subject.clone()),
         ]);
         if let Some(trace) = &envelope.trace {
