@@ -542,16 +542,19 @@ async fn subscribers_get_each_change_live_and_resume_after_reconnecting() {
         server.token("acme", "hiro", &["hr"]),
     );
     let half = periods_of(now().seconds * 1_000_000)[1].clone();
-    let goal = api::SetGoalRequest {
-        command_id: "goal".into(),
-        goal_id: "g-1".into(),
-        owner_id: "mia".into(),
-        period: half.clone(),
-        kind: pb::GoalKind::Growth.into(),
-        title: "Mentor".into(),
-        ..Default::default()
+    goals
+        .set_goal(authed(&mia, goal_of_mia(&half)))
+        .await
+        .unwrap();
+    let ren = server.token("acme", "ren", &["member"]);
+    let rens = api::SetGoalRequest {
+        command_id: "goal-ren".into(),
+        goal_id: "g-2".into(),
+        owner_id: "ren".into(),
+        title: "Ship".into(),
+        ..goal_of_mia(&half)
     };
-    goals.set_goal(authed(&mia, goal)).await.unwrap();
+    goals.set_goal(authed(&ren, rens)).await.unwrap();
     let progress = |n: usize| {
         let request = api::RecordGoalProgressRequest {
             command_id: format!("p{n}"),
@@ -591,8 +594,25 @@ async fn subscribers_get_each_change_live_and_resume_after_reconnecting() {
         .await
         .unwrap()
         .into_inner();
+    // Both members' briefs come in one batch, read together: each change carries its own.
     let first = next_change(&mut changes).await;
     assert_eq!((first.member_id.as_str(), progress_of(&first)), ("mia", 0));
+    let second = next_change(&mut changes).await;
+    assert_eq!(second.member_id, "ren");
+    for (change, title) in [(&first, "Mentor"), (&second, "Ship")] {
+        let Some(api::read_model_change::Document::EvaluationBrief(brief)) = &change.document
+        else {
+            panic!("not a brief: {change:?}");
+        };
+        assert_eq!(
+            (
+                brief.member_id.as_str(),
+                brief.goals.len(),
+                brief.goals[0].title.as_str()
+            ),
+            (change.member_id.as_str(), 1, title)
+        );
+    }
     progress(1).await;
     let live = next_change(&mut changes).await;
     assert_eq!(progress_of(&live), 1);
@@ -612,13 +632,13 @@ async fn subscribers_get_each_change_live_and_resume_after_reconnecting() {
         "the resumed subscription repeated or missed a change"
     );
 
-    // ren may not read mia's brief: nothing of hers arrives.
-    let ren = server.token("acme", "ren", &["member"]);
+    // ren may not read mia's brief: only ren's own arrives, nothing of hers.
     let mut theirs = read_models
         .subscribe(subscribe(&ren, 0))
         .await
         .unwrap()
         .into_inner();
+    assert_eq!(next_change(&mut theirs).await.member_id, "ren");
     let nothing =
         tokio::time::timeout(std::time::Duration::from_millis(500), theirs.message()).await;
     assert!(nothing.is_err(), "ren received {nothing:?}");
@@ -644,6 +664,18 @@ async fn subscribers_get_each_change_live_and_resume_after_reconnecting() {
     assert_eq!(checks_of(&next_change(&mut reviews).await), 2);
     progress(3).await;
     assert_eq!(checks_of(&next_change(&mut reviews).await), 3);
+}
+
+fn goal_of_mia(period: &str) -> api::SetGoalRequest {
+    api::SetGoalRequest {
+        command_id: "goal".into(),
+        goal_id: "g-1".into(),
+        owner_id: "mia".into(),
+        period: period.to_owned(),
+        kind: pb::GoalKind::Growth.into(),
+        title: "Mentor".into(),
+        ..Default::default()
+    }
 }
 
 async fn next_change(stream: &mut tonic::Streaming<api::ReadModelChange>) -> api::ReadModelChange {

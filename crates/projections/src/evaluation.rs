@@ -14,7 +14,7 @@ use ledger_domain::{Event, Micros, pb};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::documents::{DocumentStore, Documents, Error, decode};
+use crate::documents::{DocumentReads, DocumentStore, Documents, Error, decode};
 use crate::period::{enclosing, periods_of};
 use crate::runner::{Applied, Projection};
 use crate::sharing::Sharing;
@@ -114,12 +114,22 @@ pub fn brief(
     member: &str,
     period: &str,
 ) -> Result<Brief, Error> {
+    // One read of every model: the brief shows the read model as of one moment, never parts
+    // of two commits.
+    brief_in(&mut *store.reads()?, tenant, member, period)
+}
+
+/// `member`'s brief for `period`, from `reads` (several members' briefs read together show
+/// one moment and cost one read transaction).
+pub fn brief_in(
+    reads: &mut dyn DocumentReads,
+    tenant: &str,
+    member: &str,
+    period: &str,
+) -> Result<Brief, Error> {
     let prefix = format!("{tenant}/{member}/");
     let in_period = |at: Micros| periods_of(at).iter().any(|p| p == period);
     let item_id = |key: &str| key[prefix.len()..].to_owned();
-    // One read of every model: the brief shows the read model as of one moment, never parts
-    // of two commits.
-    let mut reads = store.reads()?;
     let mut brief = Brief {
         goals: decode_goals(reads.scan(GOALS, &prefix)?, &prefix)?,
         ..Brief::default()

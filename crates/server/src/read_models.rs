@@ -13,7 +13,7 @@ use ledger_domain::{Id, Micros, Role, check_period, from_timestamp, manages};
 use ledger_privacy::KeyRing;
 use ledger_projections::as_of::{AsOf, rebuild};
 use ledger_projections::development::{self, DevelopmentReviews, Reader};
-use ledger_projections::evaluation::{self, Brief, EvaluationBriefs, GoalDoc, brief};
+use ledger_projections::evaluation::{self, Brief, EvaluationBriefs, GoalDoc, brief_in};
 use ledger_projections::health::{self, DialogueHealth, Directory, Scope};
 use ledger_projections::staffing::{self, Staffing};
 use ledger_projections::{DocumentStore, Projection, ProjectionRunner, Text};
@@ -872,15 +872,46 @@ async fn brief_view(
     period: &str,
     as_of: Option<Position>,
 ) -> Result<api::EvaluationBrief, Status> {
-    let (tenant_owned, member_id, period_owned) =
-        (tenant.to_owned(), member.to_owned(), period.to_owned());
-    let mut found =
-        blocking(move || brief(documents.as_ref(), &tenant_owned, &member_id, &period_owned))
-            .await?;
-    let goals = found.goals.values_mut().flat_map(goal_texts);
-    let insights = found.insights.values_mut().map(|insight| &mut insight.text);
-    open_texts(keys, tenant, goals.chain(insights).collect()).await?;
-    Ok(to_api(member, period, found, as_of))
+    let mut views = briefs_view(
+        keys,
+        documents,
+        tenant,
+        vec![member.to_owned()],
+        period,
+        as_of,
+    )
+    .await?;
+    Ok(views.remove(0))
+}
+
+/// Members' evaluation briefs for `period`, as the API returns them, read together: one
+/// moment and one read transaction for them all.
+async fn briefs_view(
+    keys: &Arc<KeyRing>,
+    documents: Arc<dyn DocumentStore>,
+    tenant: &str,
+    members: Vec<String>,
+    period: &str,
+    as_of: Option<Position>,
+) -> Result<Vec<api::EvaluationBrief>, Status> {
+    let (tenant_owned, period_owned) = (tenant.to_owned(), period.to_owned());
+    let found = blocking(move || {
+        let mut reads = documents.reads()?;
+        let briefs = members.into_iter().map(|member| {
+            let brief = brief_in(&mut *reads, &tenant_owned, &member, &period_owned)?;
+            Ok((member, brief))
+        });
+        briefs.collect::<Result<Vec<_>, _>>()
+    })
+    .await?;
+    let mut views = Vec::with_capacity(found.len());
+    for (member, mut brief) in found {
+        let goals = brief.goals.values_mut().flat_map(goal_texts);
+        let insights = brief.insights.values_mut().map(|insight| &mut insight.text);
+        open_texts(keys, tenant, goals.chain(insights).collect()).await?;
+        views.push(to_api(&member, period, brief, as_of));
+    }
+    Ok(views)
 }
 
 /// A member's development review as `reader` may see it, as the API returns it.
@@ -1084,6 +1115,9 @@ impl ReadModelsService {
                 .map(|(member, seq)| (seq, member))
                 .collect();
             members.sort();
+            // Who may see whom first, then the documents: a brief subscription reads all of the
+            // batch's briefs together.
+            let mut shown = Vec::with_capacity(members.len());
             for (seq, member) in members {
                 let Ok(id) = Id::parse("member_id", &member) else {
                     continue;
@@ -1106,39 +1140,15 @@ impl ReadModelsService {
                         reader
                     }
                 };
-                let Some(reader) = reader else {
-                    continue;
-                };
-                let as_of = runner.status().borrow().position;
-                let tenant = following.caller.tenant.as_str();
-                let documents = self.documents.clone();
-                use api::read_model_change::Document;
-                let document = match &following.read_model {
-                    Subscribed::Brief { period } => {
-                        brief_view(&self.keys, documents, tenant, &member, period, as_of)
-                            .await
-                            .map(Document::EvaluationBrief)
-                    }
-                    Subscribed::Profile => profile_view(documents, tenant, &member, as_of)
-                        .await
-                        .map(Document::StaffingProfile),
-                    Subscribed::Review => review_view(
-                        &self.keys,
-                        documents.clone(),
-                        documents,
-                        tenant,
-                        &member,
-                        reader,
-                        as_of,
-                    )
-                    .await
-                    .map(Document::DevelopmentReview),
-                };
-                let change = document.map(|document| api::ReadModelChange {
-                    checkpoint: seq,
-                    member_id: member.clone(),
-                    document: Some(document),
-                });
+                if let Some(reader) = reader {
+                    shown.push((seq, member, reader));
+                }
+            }
+            let as_of = runner.status().borrow().position;
+            let changed = self
+                .render(&following.read_model, &following.caller, shown, as_of)
+                .await;
+            for change in changed {
                 if sender.send(change).await.is_err() {
                     return;
                 }
@@ -1150,6 +1160,67 @@ impl ReadModelsService {
                 }
             }
         }
+    }
+}
+
+impl ReadModelsService {
+    /// Each shown member's document, as a change at its `seq`: a brief subscription's briefs
+    /// read together, one moment for them all.
+    async fn render(
+        &self,
+        read_model: &Subscribed,
+        caller: &Principal,
+        shown: Vec<(u64, String, Reader)>,
+        as_of: Option<Position>,
+    ) -> Vec<Result<api::ReadModelChange, Status>> {
+        use api::read_model_change::Document;
+        let tenant = caller.tenant.as_str();
+        let change = |seq, member_id, document| api::ReadModelChange {
+            checkpoint: seq,
+            member_id,
+            document: Some(document),
+        };
+        let mut changed = Vec::with_capacity(shown.len());
+        match read_model {
+            Subscribed::Brief { period } => {
+                let members = shown.iter().map(|(_, member, _)| member.clone()).collect();
+                let documents = self.documents.clone();
+                match briefs_view(&self.keys, documents, tenant, members, period, as_of).await {
+                    Ok(briefs) => changed.extend(shown.into_iter().zip(briefs).map(
+                        |((seq, member, _), brief)| {
+                            Ok(change(seq, member, Document::EvaluationBrief(brief)))
+                        },
+                    )),
+                    Err(error) => changed.push(Err(error)),
+                }
+            }
+            Subscribed::Profile => {
+                for (seq, member, _) in shown {
+                    let documents = self.documents.clone();
+                    let profile = profile_view(documents, tenant, &member, as_of).await;
+                    changed
+                        .push(profile.map(|p| change(seq, member, Document::StaffingProfile(p))));
+                }
+            }
+            Subscribed::Review => {
+                for (seq, member, reader) in shown {
+                    let documents = self.documents.clone();
+                    let review = review_view(
+                        &self.keys,
+                        documents.clone(),
+                        documents,
+                        tenant,
+                        &member,
+                        reader,
+                        as_of,
+                    )
+                    .await;
+                    changed
+                        .push(review.map(|r| change(seq, member, Document::DevelopmentReview(r))));
+                }
+            }
+        }
+        changed
     }
 }
 
