@@ -40,20 +40,25 @@ fn agree(command_id: &str, text: &str) -> api::AgreeActionItemRequest {
     }
 }
 
-/// How the session's scheduling event classified the relationship.
-async fn relationship(server: &ServerProcess, session: &str) -> i32 {
+/// The session's events, as an auditor reads them.
+async fn session_events(server: &ServerProcess, session: &str) -> Vec<api::LedgerEvent> {
     let auditor = server.token("acme", "audra", &["auditor"]);
     let read = api::ReadStreamRequest {
         stream: format!("session-{session}"),
-        limit: 1,
+        limit: 100,
         ..Default::default()
     };
-    let events = LedgerClient::new(server.channel().await)
+    LedgerClient::new(server.channel().await)
         .read_stream(authed(&auditor, read))
         .await
         .unwrap()
         .into_inner()
-        .events;
+        .events
+}
+
+/// How the session's scheduling event classified the relationship.
+async fn relationship(server: &ServerProcess, session: &str) -> i32 {
+    let events = session_events(server, session).await;
     pb::SessionScheduled::decode(&events[0].payload[..])
         .unwrap()
         .relationship
@@ -190,20 +195,8 @@ async fn one_command_id_sent_with_two_bodies_at_once_is_carried_out_once() {
             "round {round}: {outcomes:?}"
         );
     }
-    let auditor = server.token("acme", "audra", &["auditor"]);
-    let read = api::ReadStreamRequest {
-        stream: "session-s-2".into(),
-        limit: 100,
-        ..Default::default()
-    };
-    let events = LedgerClient::new(server.channel().await)
-        .read_stream(authed(&auditor, read))
-        .await
-        .unwrap()
-        .into_inner()
-        .events;
     assert_eq!(
-        events.len(),
+        session_events(&server, "s-2").await.len(),
         1 + ROUNDS,
         "one scheduling and one item per round"
     );
