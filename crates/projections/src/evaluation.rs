@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::documents::{DocumentReads, DocumentStore, Documents, Error, decode};
-use crate::period::{enclosing, periods_of};
+use crate::period::{bounds, enclosing};
 use crate::runner::{Applied, Projection};
 use crate::sharing::Sharing;
 use crate::text::Text;
@@ -128,7 +128,9 @@ pub fn brief_in(
     period: &str,
 ) -> Result<Brief, Error> {
     let prefix = format!("{tenant}/{member}/");
-    let in_period = |at: Micros| periods_of(at).iter().any(|p| p == period);
+    // A malformed period holds no moment.
+    let (start, end) = bounds(period).unwrap_or_default();
+    let in_period = |at: Micros| (start..end).contains(&at);
     let item_id = |key: &str| key[prefix.len()..].to_owned();
     let mut brief = Brief {
         goals: decode_goals(reads.scan(GOALS, &prefix)?, &prefix)?,

@@ -169,6 +169,23 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Until 2100: a moment is within the bounds of exactly the periods it falls into.
+        #[test]
+        fn bounds_hold_exactly_the_moments_of_their_period(
+            at in 0i64..4_102_444_800_000_000,
+            other in 0i64..4_102_444_800_000_000,
+        ) {
+            for period in periods_of(other).iter().chain(&periods_of(at)) {
+                let (start, end) = bounds(period).unwrap();
+                proptest::prop_assert_eq!(
+                    (start..end).contains(&at),
+                    periods_of(at).contains(period)
+                );
+            }
+        }
+    }
+
     #[test]
     fn periods_enclose_their_parts() {
         assert_eq!(
