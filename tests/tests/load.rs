@@ -62,10 +62,12 @@ fn the_load_generator_drives_every_command_of_the_mix_without_errors() {
     assert!(figures["server_peak_memory_mib"].as_f64().unwrap() > 0.0);
     assert!(figures["server_cpu_cores"].as_f64().unwrap() > 0.0);
     assert!(figures["server_cpu_micros_per_command"].as_f64().unwrap() > 0.0);
+    assert!(figures["load_cpu_micros_per_command"].as_f64().unwrap() > 0.0);
     // Every acknowledged command was fsynced to the log, so the server wrote to disk.
     assert!(figures["server_disk_kib_per_command"].as_f64().unwrap() > 0.0);
     assert!(printed.contains("commands/s"), "{printed}");
     assert!(printed.contains("µs per command"), "{printed}");
+    assert!(printed.contains("load generator CPU"), "{printed}");
     assert!(printed.contains("KiB per command"), "{printed}");
 }
 

@@ -401,6 +401,7 @@ pub(crate) async fn run(options: &RunOptions) -> anyhow::Result<Figures> {
     let started = Instant::now();
     let deadline = started + duration;
     let cpu_before = target.cpu_seconds();
+    let own_cpu_before = crate::server::own_cpu_seconds();
     let written_before = target.disk_written_bytes();
 
     // Each client on a connection of its own, as separate services would be.
@@ -459,6 +460,9 @@ pub(crate) async fn run(options: &RunOptions) -> anyhow::Result<Figures> {
         .cpu_seconds()
         .zip(cpu_before)
         .map(|(end, start)| end - start);
+    let own_cpu_seconds = crate::server::own_cpu_seconds()
+        .zip(own_cpu_before)
+        .map(|(end, start)| end - start);
     let disk_written_bytes = target
         .disk_written_bytes()
         .zip(written_before)
@@ -478,6 +482,7 @@ pub(crate) async fn run(options: &RunOptions) -> anyhow::Result<Figures> {
         queries_dropped,
         changes,
         &lag,
+        own_cpu_seconds,
         Server {
             started_in: target.started_in,
             ready_in: target.ready_in,

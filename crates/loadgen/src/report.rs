@@ -73,6 +73,9 @@ pub(crate) struct Figures {
     /// What the server wrote to disk per acknowledged command, in KiB: the log, its
     /// checkpoints and the read models together.
     pub(crate) server_disk_kib_per_command: Option<f64>,
+    /// The load generator's own CPU time per acknowledged command, in microseconds: on one
+    /// machine, what it takes is not the server's.
+    pub(crate) load_cpu_micros_per_command: Option<f64>,
 }
 
 /// What was measured of a server this run started.
@@ -101,6 +104,7 @@ impl Figures {
         queries_dropped: u64,
         subscription_changes: u64,
         lag: &Histogram<u64>,
+        load_cpu_seconds: Option<f64>,
         server: Server,
     ) -> Self {
         let mib = |kib: Option<u64>| kib.map(|k| k as f64 / 1024.0);
@@ -138,6 +142,9 @@ impl Figures {
             server_disk_kib_per_command: (server.disk_written_bytes)
                 .filter(|_| !all.is_empty())
                 .map(|bytes| bytes as f64 / 1024.0 / all.len() as f64),
+            load_cpu_micros_per_command: load_cpu_seconds
+                .filter(|_| !all.is_empty())
+                .map(|cpu| cpu * 1e6 / all.len() as f64),
         }
     }
 }
@@ -202,6 +209,9 @@ pub(crate) fn print(figures: &Figures) {
     }
     if let Some(kib) = figures.server_disk_kib_per_command {
         println!("server disk writes: {kib:.1} KiB per command");
+    }
+    if let Some(micros) = figures.load_cpu_micros_per_command {
+        println!("load generator CPU: {micros:.0} µs per command");
     }
 }
 

@@ -167,12 +167,7 @@ impl Target {
 
     /// The CPU time the started server has used so far (user and system), in seconds.
     pub(crate) fn cpu_seconds(&self) -> Option<f64> {
-        let stat = self.proc_file("stat")?;
-        // The fields after the command name (which may hold spaces) in parentheses.
-        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-        let ticks = |index: usize| fields.get(index)?.parse::<u64>().ok();
-        // utime and stime, in the kernel's USER_HZ ticks (100 a second on Linux).
-        Some((ticks(11)? + ticks(12)?) as f64 / 100.0)
+        cpu_seconds(&self.proc_file("stat")?)
     }
 
     /// The bytes the started server has sent to storage so far (`write_bytes` of
@@ -226,4 +221,19 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
+}
+
+/// The CPU time this process (the load generator) has used so far, in seconds: it shares the
+/// machine with the server it drives.
+pub(crate) fn own_cpu_seconds() -> Option<f64> {
+    cpu_seconds(&std::fs::read_to_string("/proc/self/stat").ok()?)
+}
+
+/// User and system time of a `/proc/PID/stat`, in seconds.
+fn cpu_seconds(stat: &str) -> Option<f64> {
+    // The fields after the command name (which may hold spaces) in parentheses.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = |index: usize| fields.get(index)?.parse::<u64>().ok();
+    // utime and stime, in the kernel's USER_HZ ticks (100 a second on Linux).
+    Some((ticks(11)? + ticks(12)?) as f64 / 100.0)
 }
