@@ -250,10 +250,7 @@ impl CommandHandler {
                     // Someone else changed the aggregate: decide again on the new state.
                 }
                 Err(ledger_store::Error::DuplicateEventId { .. }) => {
-                    return Err(Status::already_exists(format!(
-                        "command id {} was already used with a different request",
-                        envelope.command_id
-                    )));
+                    return Err(reused(envelope));
                 }
                 Err(error) => {
                     return Err(status::from_store(error, "appending a command's events"));
@@ -368,10 +365,7 @@ impl CommandHandler {
             .command_hash(principal, loaded.state.data_subject(), envelope)
             .await?;
         if last.hash != hash {
-            return Err(Status::already_exists(format!(
-                "command id {} was already used with a different request",
-                envelope.command_id
-            )));
+            return Err(reused(envelope));
         }
         Ok(Some(api::CommandResult {
             version: last.revision,
@@ -496,6 +490,14 @@ impl CommandHandler {
         }
         Ok(world)
     }
+}
+
+/// The answer to a command id sent again with a different request.
+fn reused(envelope: &Envelope) -> Status {
+    Status::already_exists(format!(
+        "command id {} was already used with a different request",
+        envelope.command_id
+    ))
 }
 
 /// `state` after `new_events`, folded from their stored (sealed) form as a read of the log would
