@@ -1161,9 +1161,7 @@ impl ReadModelsService {
             }
         }
     }
-}
 
-impl ReadModelsService {
     /// Each shown member's document, as a change at its `seq`: a brief subscription's briefs
     /// read together, one moment for them all.
     async fn render(
