@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use ledger_store::{
-    AppendResult, Error, ExpectedVersion, NewEvent, Position, RecordedEvent, StreamName, Timestamp,
+    AppendResult, Error, ExpectedVersion, NewEvent, Position, RecordedEvent, StoredAt, StreamName,
+    Timestamp, stored_batch,
 };
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use tokio::sync::{mpsc, oneshot};
@@ -198,11 +199,6 @@ struct StoredStream {
     last_revision: u64,
 }
 
-struct StoredEvent {
-    revision: u64,
-    position: u64,
-}
-
 /// Checks one append against the state inside the transaction (which includes the appends
 /// before it in the same group) and writes it if the checks pass. Checks read only, so a
 /// rejected append leaves nothing behind.
@@ -215,13 +211,13 @@ fn append_one(
 ) -> rusqlite::Result<Result<AppendResult, Error>> {
     let stream = find_stream(transaction, &request.stream)?;
     if let Some(stream) = &stream {
-        if let Some(first) = find_event(transaction, stream, request.events[0].id)? {
-            return match_retry(transaction, request, stream, first);
-        }
-        for event in &request.events[1..] {
-            if find_event(transaction, stream, event.id)?.is_some() {
-                return Ok(Err(Error::DuplicateEventId { id: event.id }));
-            }
+        let ids: Vec<Uuid> = request.events.iter().map(|e| e.id).collect();
+        let stored = (ids.iter())
+            .map(|id| find_event(transaction, stream, *id))
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        // A retry or a duplicate is answered without writing.
+        if let Some(answer) = stored_batch(&ids, &stored).transpose() {
+            return Ok(answer);
         }
     }
     let actual = stream.as_ref().map(|s| s.last_revision);
@@ -283,29 +279,6 @@ fn append_one(
     }))
 }
 
-/// The batch's first id is stored in the stream: it is a retry if every id of the batch follows
-/// it there at consecutive revisions, and then the answer is what the original append returned.
-fn match_retry(
-    transaction: &Transaction<'_>,
-    request: &AppendRequest,
-    stream: &StoredStream,
-    first: StoredEvent,
-) -> rusqlite::Result<Result<AppendResult, Error>> {
-    let mut last = first;
-    for event in &request.events[1..] {
-        match find_event(transaction, stream, event.id)? {
-            Some(found) if found.revision == last.revision + 1 => {
-                last = found;
-            }
-            _ => return Ok(Err(Error::DuplicateEventId { id: event.id })),
-        }
-    }
-    Ok(Ok(AppendResult {
-        revision: last.revision,
-        position: Position::from_sequence(last.position),
-    }))
-}
-
 fn find_stream(
     transaction: &Transaction<'_>,
     name: &StreamName,
@@ -325,15 +298,15 @@ fn find_event(
     transaction: &Transaction<'_>,
     stream: &StoredStream,
     id: Uuid,
-) -> rusqlite::Result<Option<StoredEvent>> {
+) -> rusqlite::Result<Option<StoredAt>> {
     transaction
         .prepare_cached(
             "SELECT revision, position FROM events WHERE stream_id = ?1 AND event_id = ?2",
         )?
         .query_row(params![stream.id, id.as_bytes()], |row| {
-            Ok(StoredEvent {
+            Ok(StoredAt {
                 revision: row.get::<_, i64>(0)? as u64,
-                position: row.get::<_, i64>(1)? as u64,
+                position: Position::from_sequence(row.get::<_, i64>(1)? as u64),
             })
         })
         .optional()

@@ -13,6 +13,7 @@
 
 mod mapping;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -26,7 +27,7 @@ use eventstore::{
 use futures::StreamExt;
 use ledger_store::{
     AllRead, AppendResult, Error, EventStore, EventSubscription, ExpectedVersion, NewEvent,
-    Position, RecordedEvent, StreamName, StreamRead, validate_append,
+    Position, RecordedEvent, StoredAt, StreamName, StreamRead, stored_batch, validate_append,
 };
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -136,11 +137,21 @@ impl EventStoreDb {
         events: &[NewEvent],
     ) -> Result<Option<AppendResult>, Error> {
         let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
-        let stored = self.whole_stream(stream).await?;
-        if let Some(original) = stored_batch(&stored, &ids)? {
+        let held = self.whole_stream(stream).await?;
+        let found: HashMap<Uuid, StoredAt> = (held.iter())
+            .map(|e| {
+                let at = StoredAt {
+                    revision: e.revision,
+                    position: e.position,
+                };
+                (e.id, at)
+            })
+            .collect();
+        let stored: Vec<Option<StoredAt>> = ids.iter().map(|id| found.get(id).copied()).collect();
+        if let Some(original) = stored_batch(&ids, &stored)? {
             return Ok(Some(original));
         }
-        let actual = stored.last().map(|e| e.revision);
+        let actual = held.last().map(|e| e.revision);
         if !expected.is_satisfied_by(actual) {
             return Err(Error::WrongExpectedVersion {
                 stream: stream.clone(),
@@ -178,32 +189,6 @@ impl EventStoreDb {
             Err(error) => Err(from_esdb(error)),
         }
     }
-}
-
-/// The batch's ids in the stream's `events`: all of them, from the first at consecutive
-/// revisions, is a retry and the answer is the original result; some is a duplicate; none,
-/// `None`.
-fn stored_batch(events: &[RecordedEvent], ids: &[Uuid]) -> Result<Option<AppendResult>, Error> {
-    let Some(start) = events.iter().position(|e| e.id == ids[0]) else {
-        return match ids[1..]
-            .iter()
-            .find(|id| events.iter().any(|e| e.id == **id))
-        {
-            Some(id) => Err(Error::DuplicateEventId { id: *id }),
-            None => Ok(None),
-        };
-    };
-    for (offset, id) in ids.iter().enumerate() {
-        match events.get(start + offset) {
-            Some(event) if event.id == *id => {}
-            _ => return Err(Error::DuplicateEventId { id: *id }),
-        }
-    }
-    let last = &events[start + ids.len() - 1];
-    Ok(Some(AppendResult {
-        revision: last.revision,
-        position: last.position,
-    }))
 }
 
 #[async_trait]
@@ -441,62 +426,5 @@ impl EventStore for EventStoreDb {
         })
         .flatten()
         .boxed()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use bytes::Bytes;
-    use ledger_store::{Metadata, Timestamp};
-
-    use super::*;
-
-    /// A stream of `n` events at positions 10, 20, ...
-    fn stream_of(n: u64) -> Vec<RecordedEvent> {
-        (0..n)
-            .map(|revision| RecordedEvent {
-                stream: StreamName::new("test/a").unwrap(),
-                revision,
-                position: Position::new(10 * (revision + 1), 10 * (revision + 1)),
-                id: Uuid::new_v4(),
-                event_type: "test.Event".into(),
-                payload: Bytes::new(),
-                metadata: Metadata::default(),
-                recorded_at: Timestamp::from_micros(0),
-            })
-            .collect()
-    }
-
-    #[test]
-    fn a_batch_found_in_its_stream_answers_with_the_original_result() {
-        let events = stream_of(4);
-        let ids = [events[1].id, events[2].id];
-        let original = stored_batch(&events, &ids).unwrap().unwrap();
-        assert_eq!(
-            (original.revision, original.position),
-            (2, events[2].position)
-        );
-        let fresh = [Uuid::new_v4(), Uuid::new_v4()];
-        assert_eq!(stored_batch(&events, &fresh).unwrap(), None);
-    }
-
-    #[test]
-    fn a_batch_partly_found_in_its_stream_is_a_duplicate() {
-        let events = stream_of(4);
-        let new = Uuid::new_v4();
-        for ids in [
-            vec![events[1].id, new],
-            vec![new, events[0].id],
-            vec![events[2].id, events[1].id],
-            vec![events[3].id, events[3].id],
-        ] {
-            assert!(
-                matches!(
-                    stored_batch(&events, &ids),
-                    Err(Error::DuplicateEventId { .. })
-                ),
-                "{ids:?}"
-            );
-        }
     }
 }

@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use ledger_store::{
-    AppendResult, Error, ExpectedVersion, NewEvent, Position, StreamName, Timestamp,
+    AppendResult, Error, ExpectedVersion, NewEvent, Position, StoredAt, StreamName, Timestamp,
+    stored_batch,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::Transaction;
@@ -101,12 +102,6 @@ async fn commit(
     Ok((answers, next - 1))
 }
 
-/// Where an event id is stored in the append's stream.
-struct Stored {
-    revision: u64,
-    position: u64,
-}
-
 /// Checks one append against the transaction's state (which includes the group's earlier appends)
 /// and writes it if the checks pass.
 async fn append_one(
@@ -116,7 +111,7 @@ async fn append_one(
     recorded_at: i64,
 ) -> Result<Result<AppendResult, Error>, Error> {
     let ids: Vec<Uuid> = request.events.iter().map(|e| e.id).collect();
-    let found: HashMap<Uuid, Stored> = transaction
+    let found: HashMap<Uuid, StoredAt> = transaction
         .query(
             "SELECT id, revision, position FROM events WHERE stream = $1 AND id = ANY($2)",
             &[&request.stream.as_str(), &ids],
@@ -125,18 +120,17 @@ async fn append_one(
         .map_err(from_pg)?
         .into_iter()
         .map(|row| {
-            let stored = Stored {
+            let stored = StoredAt {
                 revision: row.get::<_, i64>(1) as u64,
-                position: row.get::<_, i64>(2) as u64,
+                position: Position::from_sequence(row.get::<_, i64>(2) as u64),
             };
             (row.get(0), stored)
         })
         .collect();
-    if let Some(first) = found.get(&ids[0]) {
-        return Ok(match_retry(&ids, &found, first));
-    }
-    if let Some(id) = ids.iter().find(|id| found.contains_key(id)) {
-        return Ok(Err(Error::DuplicateEventId { id: *id }));
+    let stored: Vec<Option<StoredAt>> = ids.iter().map(|id| found.get(id).copied()).collect();
+    // A retry or a duplicate is answered without writing.
+    if let Some(answer) = stored_batch(&ids, &stored).transpose() {
+        return Ok(answer);
     }
     let actual = transaction
         .query_opt(
@@ -199,26 +193,4 @@ async fn append_one(
         revision: last_revision,
         position: Position::from_sequence(*next - 1),
     }))
-}
-
-/// The batch's first id is stored in the stream: a retry if every id follows it there at
-/// consecutive revisions, and then the answer is what the original append returned.
-fn match_retry(
-    ids: &[Uuid],
-    found: &HashMap<Uuid, Stored>,
-    first: &Stored,
-) -> Result<AppendResult, Error> {
-    let mut last = first;
-    for id in &ids[1..] {
-        match found.get(id) {
-            Some(stored) if stored.revision == last.revision + 1 => {
-                last = stored;
-            }
-            _ => return Err(Error::DuplicateEventId { id: *id }),
-        }
-    }
-    Ok(AppendResult {
-        revision: last.revision,
-        position: Position::from_sequence(last.position),
-    })
 }

@@ -154,6 +154,42 @@ pub fn validate_append(events: &[NewEvent]) -> Result<(), Error> {
     Ok(())
 }
 
+/// Where an event is stored in its stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredAt {
+    pub revision: u64,
+    pub position: Position,
+}
+
+/// What an append's batch meets in its stream, given where each of its `ids` is stored there
+/// (`stored`, in the batch's order): none of them, a new append (`None`); all of them, from the
+/// first at consecutive revisions, a retry, answered with the original result; anything else,
+/// [`Error::DuplicateEventId`] naming the first id out of place (ids are unique per stream,
+/// forever). Every backend decides a batch's fate by this, whatever it looks the ids up in.
+pub fn stored_batch(
+    ids: &[Uuid],
+    stored: &[Option<StoredAt>],
+) -> Result<Option<AppendResult>, Error> {
+    debug_assert_eq!(ids.len(), stored.len());
+    let Some(first) = stored[0] else {
+        return match ids.iter().zip(stored).find(|(_, at)| at.is_some()) {
+            Some((id, _)) => Err(Error::DuplicateEventId { id: *id }),
+            None => Ok(None),
+        };
+    };
+    let mut last = first;
+    for (id, at) in ids.iter().zip(stored).skip(1) {
+        match at {
+            Some(at) if at.revision == last.revision + 1 => last = *at,
+            _ => return Err(Error::DuplicateEventId { id: *id }),
+        }
+    }
+    Ok(Some(AppendResult {
+        revision: last.revision,
+        position: last.position,
+    }))
+}
+
 fn metadata_len(metadata: &Metadata) -> usize {
     metadata
         .extra
@@ -166,6 +202,65 @@ fn metadata_len(metadata: &Metadata) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Where a stream of `n` events stores each, at positions 10, 20, ...
+    fn stream_of(n: u64) -> Vec<(Uuid, StoredAt)> {
+        (0..n)
+            .map(|revision| {
+                let at = 10 * (revision + 1);
+                let position = Position::new(at, at);
+                (Uuid::new_v4(), StoredAt { revision, position })
+            })
+            .collect()
+    }
+
+    /// Looks the batch's ids up in `stream`, as a backend would.
+    fn stored_in(stream: &[(Uuid, StoredAt)], ids: &[Uuid]) -> Vec<Option<StoredAt>> {
+        (ids.iter())
+            .map(|id| stream.iter().find(|(i, _)| i == id).map(|(_, at)| *at))
+            .collect()
+    }
+
+    #[test]
+    fn a_batch_found_in_its_stream_answers_with_the_original_result() {
+        let stream = stream_of(4);
+        let ids = [stream[1].0, stream[2].0];
+        let original = stored_batch(&ids, &stored_in(&stream, &ids)).unwrap();
+        assert_eq!(
+            original,
+            Some(AppendResult {
+                revision: 2,
+                position: stream[2].1.position
+            })
+        );
+        let fresh = [Uuid::new_v4(), Uuid::new_v4()];
+        assert_eq!(
+            stored_batch(&fresh, &stored_in(&stream, &fresh)).unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn a_batch_partly_or_otherwise_found_in_its_stream_is_a_duplicate() {
+        let stream = stream_of(4);
+        let new = Uuid::new_v4();
+        for (ids, named) in [
+            // The first found, the next not.
+            ([stream[1].0, new], new),
+            // The first not found, a later one found.
+            ([new, stream[0].0], stream[0].0),
+            // Found, but not in the batch's order.
+            ([stream[2].0, stream[1].0], stream[1].0),
+            // Found, but not at consecutive revisions.
+            ([stream[0].0, stream[2].0], stream[2].0),
+        ] {
+            let found = stored_batch(&ids, &stored_in(&stream, &ids));
+            assert!(
+                matches!(found, Err(Error::DuplicateEventId { id }) if id == named),
+                "{ids:?}: {found:?}"
+            );
+        }
+    }
 
     fn event(payload_len: usize) -> NewEvent {
         NewEvent {

@@ -18,8 +18,8 @@ use futures::stream::BoxStream;
 
 pub use error::{BoxError, Error};
 pub use event::{
-    AppendResult, MAX_APPEND_BYTES, MAX_PAYLOAD_BYTES, Metadata, NewEvent, RecordedEvent,
-    Timestamp, validate_append,
+    AppendResult, MAX_APPEND_BYTES, MAX_PAYLOAD_BYTES, Metadata, NewEvent, RecordedEvent, StoredAt,
+    Timestamp, stored_batch, validate_append,
 };
 pub use position::{AllRead, ExpectedVersion, Position, StreamName, StreamRead};
 
