@@ -101,6 +101,18 @@ pub trait DocumentReads {
     fn get(&mut self, model: &str, key: &str) -> Result<Option<Vec<u8>>, Error>;
     /// As [`DocumentStore::scan`].
     fn scan(&mut self, model: &str, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, Error>;
+    /// The changes to `tenant`'s documents of `models` after change number `after`, as of the
+    /// reads' moment, oldest first: every one of them, where the store can promise that (the
+    /// models' changes are numbered in the order they commit, so none numbered lower can
+    /// commit later); `None` where it cannot.
+    fn changes(
+        &mut self,
+        _models: &[&str],
+        _tenant: &str,
+        _after: u64,
+    ) -> Result<Option<Vec<Change>>, Error> {
+        Ok(None)
+    }
 }
 
 /// Reads for a store that has nothing to gain from reading together.

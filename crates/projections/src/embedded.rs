@@ -197,63 +197,63 @@ impl File {
     fn give_back(&self, reader: Connection) {
         self.readers.lock().unwrap().push(reader);
     }
+}
 
-    /// Commits the writes, numbering the changes of `followed` models from `next` on.
-    fn commit(
-        &self,
-        projection: &str,
-        from: Option<Checkpoint>,
-        to: Checkpoint,
-        writes: &[Write],
-        followed: &[&str],
-        mut next: u64,
-    ) -> Result<(), Error> {
-        let mut writer = self.writer.lock().unwrap();
-        let transaction = writer.transaction()?;
-        if stored_checkpoint(&transaction, projection)? != from {
-            return Err(Error::Conflict);
-        }
-        let first = next;
-        for write in writes {
-            let (model, key, body) = match write {
-                Write::Put { model, key, body } => (model, key, Some(body)),
-                Write::Delete { model, key } => (model, key, None),
-            };
-            let seq = followed.contains(&model.as_str()).then(|| {
-                next += 1;
-                next as i64 - 1
-            });
-            if body.is_none() && seq.is_none() {
-                transaction
-                    .prepare_cached("DELETE FROM documents WHERE model = ?1 AND key = ?2")?
-                    .execute(params![model, key])?;
-            } else {
-                transaction
-                    .prepare_cached(
-                        "INSERT OR REPLACE INTO documents (model, key, body, seq) VALUES (?1, ?2, ?3, ?4)",
-                    )?
-                    .execute(params![model, key, body, seq])?;
-            }
-        }
-        if next > first {
-            transaction
-                .prepare_cached("INSERT OR REPLACE INTO change_sequence (id, last) VALUES (1, ?1)")?
-                .execute([next as i64 - 1])?;
-        }
-        transaction
-            .prepare_cached(
-                "INSERT OR REPLACE INTO checkpoints (projection, version, commit_pos, prepare_pos)
-                 VALUES (?1, ?2, ?3, ?4)",
-            )?
-            .execute(params![
-                projection,
-                to.version,
-                to.position.commit() as i64,
-                to.position.prepare() as i64
-            ])?;
-        transaction.commit()?;
-        Ok(())
+/// Commits the writes with a file's `writer`, numbering the changes of `followed` models from
+/// `next` on.
+fn write(
+    writer: &mut Connection,
+    projection: &str,
+    from: Option<Checkpoint>,
+    to: Checkpoint,
+    writes: &[Write],
+    followed: &[&str],
+    mut next: u64,
+) -> Result<(), Error> {
+    let transaction = writer.transaction()?;
+    if stored_checkpoint(&transaction, projection)? != from {
+        return Err(Error::Conflict);
     }
+    let first = next;
+    for write in writes {
+        let (model, key, body) = match write {
+            Write::Put { model, key, body } => (model, key, Some(body)),
+            Write::Delete { model, key } => (model, key, None),
+        };
+        let seq = followed.contains(&model.as_str()).then(|| {
+            next += 1;
+            next as i64 - 1
+        });
+        if body.is_none() && seq.is_none() {
+            transaction
+                .prepare_cached("DELETE FROM documents WHERE model = ?1 AND key = ?2")?
+                .execute(params![model, key])?;
+        } else {
+            transaction
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO documents (model, key, body, seq) VALUES (?1, ?2, ?3, ?4)",
+                )?
+                .execute(params![model, key, body, seq])?;
+        }
+    }
+    if next > first {
+        transaction
+            .prepare_cached("INSERT OR REPLACE INTO change_sequence (id, last) VALUES (1, ?1)")?
+            .execute([next as i64 - 1])?;
+    }
+    transaction
+        .prepare_cached(
+            "INSERT OR REPLACE INTO checkpoints (projection, version, commit_pos, prepare_pos)
+             VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![
+            projection,
+            to.version,
+            to.position.commit() as i64,
+            to.position.prepare() as i64
+        ])?;
+    transaction.commit()?;
+    Ok(())
 }
 
 /// Documents read in one read transaction per file, begun at the file's first read.
@@ -293,6 +293,41 @@ impl DocumentReads for Reads<'_> {
 
     fn scan(&mut self, model: &str, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, Error> {
         scan(self.connection(model)?, model, prefix)
+    }
+
+    fn changes(
+        &mut self,
+        models: &[&str],
+        tenant: &str,
+        after: u64,
+    ) -> Result<Option<Vec<Change>>, Error> {
+        let index = |model: &str| self.store.by_model.get(model).copied();
+        let Some(file) = models.first().and_then(|m| index(m)) else {
+            return Ok(None);
+        };
+        if models.iter().any(|m| index(m) != Some(file)) {
+            // Two files' changes are not numbered in the order they commit.
+            return Ok(None);
+        }
+        let mut select = self.connection(models[0])?.prepare_cached(
+            "SELECT seq, model, key FROM documents
+             WHERE substr(key, 1, instr(key, '/')) = ?1 AND seq > ?2 ORDER BY seq",
+        )?;
+        let rows = select.query_map(params![format!("{tenant}/"), after as i64], |row| {
+            Ok(Change {
+                seq: row.get::<_, i64>(0)? as u64,
+                model: row.get(1)?,
+                key: row.get(2)?,
+            })
+        })?;
+        let mut changes = Vec::new();
+        for change in rows {
+            let change = change?;
+            if models.contains(&change.model.as_str()) {
+                changes.push(change);
+            }
+        }
+        Ok(Some(changes))
     }
 }
 
@@ -421,9 +456,12 @@ impl DocumentStore for EmbeddedDocuments {
                 followed.contains(&model.as_str())
             })
             .count();
+        let mut writer = file.writer.lock().unwrap();
+        // Numbered under the file's lock: within a file, change numbers follow the order of
+        // commits, so a read of one file that sees a number sees every lower one of that file.
         let reserved = Reservation::take(&self.sequence, changes as u64);
         let first = reserved.as_ref().map_or(0, |r| r.first);
-        file.commit(projection, from, to, writes, followed, first)
+        write(&mut writer, projection, from, to, writes, followed, first)
     }
 
     fn changes(&self, tenant: &str, after: u64, limit: usize) -> Result<Vec<Change>, Error> {
@@ -529,12 +567,29 @@ mod tests {
         assert_eq!(keys(reads.scan("goal", "t/m/").unwrap()), ["t/m/g1"]);
         assert!(reads.scan("item", "t/m/").unwrap().is_empty());
         assert_eq!(reads.get("item", "t/m/i1").unwrap(), None);
+        let changed = |changes: Option<Vec<Change>>| -> Vec<String> {
+            changes.unwrap().into_iter().map(|c| c.key).collect()
+        };
+        assert_eq!(
+            changed(reads.changes(&["goal", "item"], "t", 0).unwrap()),
+            ["t/m/g1"]
+        );
         drop(reads);
         let mut reads = store.reads().unwrap();
         assert_eq!(
             keys(reads.scan("goal", "t/m/").unwrap()),
             ["t/m/g1", "t/m/g2"]
         );
+        // The changes of the asked models after a number, in order; none of another tenant.
+        assert_eq!(
+            changed(reads.changes(&["goal", "item"], "t", 1).unwrap()),
+            ["t/m/g2", "t/m/i1"]
+        );
+        assert_eq!(
+            changed(reads.changes(&["item"], "t", 0).unwrap()),
+            ["t/m/i1"]
+        );
+        assert!(changed(reads.changes(&["goal"], "u", 0).unwrap()).is_empty());
         assert_eq!(keys(reads.scan("item", "t/").unwrap()), ["t/m/i1"]);
         // Another member's prefix is not this one's.
         assert!(reads.scan("goal", "t/m2/").unwrap().is_empty());
@@ -550,6 +605,17 @@ mod tests {
         store
             .commit("b", None, at(2), &[put("b-doc", "t/y")], &["b-doc"])
             .unwrap();
+        // Reads list one file's changes, never two files' (numbered out of commit order).
+        let mut reads = store.reads().unwrap();
+        assert!(
+            reads
+                .changes(&["a-doc", "b-doc"], "t", 0)
+                .unwrap()
+                .is_none()
+        );
+        assert!(reads.changes(&["c-doc"], "t", 0).unwrap().is_none());
+        assert_eq!(reads.changes(&["b-doc"], "t", 0).unwrap().unwrap().len(), 1);
+        drop(reads);
         assert!(dir.path().join("readmodels/a.db").exists());
         assert!(dir.path().join("readmodels/b.db").exists());
         assert_eq!(store.get("b-doc", "t/y").unwrap(), Some(b"1".to_vec()));
@@ -618,16 +684,19 @@ mod tests {
             .commit("b", None, at(2), &[put("b-doc", "t/y")], &["b-doc"])
             .unwrap();
         assert_eq!(store.changes("t", 0, 10).unwrap(), []);
-        (store.files[0])
-            .commit(
-                "a",
-                None,
-                at(1),
-                &[put("a-doc", "t/x")],
-                &["a-doc"],
-                slow.first,
-            )
-            .unwrap();
+        let mut writer = store.files[0].writer.lock().unwrap();
+        let writes = [put("a-doc", "t/x")];
+        write(
+            &mut writer,
+            "a",
+            None,
+            at(1),
+            &writes,
+            &["a-doc"],
+            slow.first,
+        )
+        .unwrap();
+        drop(writer);
         drop(slow);
         let keys: Vec<_> = (store.changes("t", 0, 10).unwrap().into_iter())
             .map(|c| c.key)
