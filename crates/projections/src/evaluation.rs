@@ -8,7 +8,7 @@
 //! subject shares it for evaluation; its source fields live in an internal index that queries
 //! never read.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use ledger_domain::{Event, Micros, pb};
 use serde::{Deserialize, Serialize};
@@ -127,53 +127,242 @@ pub fn brief_in(
     member: &str,
     period: &str,
 ) -> Result<Brief, Error> {
-    let prefix = format!("{tenant}/{member}/");
-    // A malformed period holds no moment.
-    let (start, end) = bounds(period).unwrap_or_default();
-    let in_period = |at: Micros| (start..end).contains(&at);
-    let item_id = |key: &str| key[prefix.len()..].to_owned();
-    let mut brief = Brief {
-        goals: decode_goals(reads.scan(GOALS, &prefix)?, &prefix)?,
-        ..Brief::default()
-    };
-    brief
-        .goals
-        .retain(|_, goal| enclosing(&goal.period).iter().any(|p| p == period));
-    for (_, body) in reads.scan(SESSIONS, &prefix)? {
-        let session: SessionDoc = decode(&body)?;
-        let (Some(held_at), Some(event)) = (session.held_at, session.held_event) else {
-            continue;
-        };
-        if !in_period(held_at) {
-            continue;
+    let period = Period::new(period);
+    Ok(PeriodDocuments::read(reads, tenant, member, &period)?.brief())
+}
+
+/// The served models, whose changes a brief follows.
+const SERVED: [&str; 4] = [GOALS, SESSIONS, ITEMS, INSIGHTS];
+
+/// A period a brief covers: its name and the moments it holds.
+#[derive(Debug, Clone)]
+struct Period {
+    name: String,
+    /// `[start, end)`; a malformed period holds no moment.
+    bounds: (Micros, Micros),
+}
+
+impl Period {
+    fn new(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            bounds: bounds(name).unwrap_or_default(),
         }
-        for purpose in session.purposes {
-            let counted = brief.purposes.entry(purpose).or_default();
+    }
+
+    fn holds(&self, at: Micros) -> bool {
+        (self.bounds.0..self.bounds.1).contains(&at)
+    }
+}
+
+/// A member's documents that a period's brief shows, decoded, by the rest of their key after
+/// `{tenant}/{member}/`: goals of the period or of one enclosing it, sessions held in it,
+/// action items agreed in it, insights recorded in it.
+#[derive(Debug, Clone, Default)]
+struct PeriodDocuments {
+    goals: BTreeMap<String, GoalDoc>,
+    sessions: BTreeMap<String, SessionDoc>,
+    items: BTreeMap<String, ItemDoc>,
+    insights: BTreeMap<String, InsightDoc>,
+}
+
+impl PeriodDocuments {
+    fn read(
+        reads: &mut dyn DocumentReads,
+        tenant: &str,
+        member: &str,
+        period: &Period,
+    ) -> Result<Self, Error> {
+        let prefix = format!("{tenant}/{member}/");
+        let mut documents = Self::default();
+        for model in SERVED {
+            for (key, body) in reads.scan(model, &prefix)? {
+                documents.change(model, &key[prefix.len()..], Some(&body), period)?;
+            }
+        }
+        Ok(documents)
+    }
+
+    /// Takes in the document `id` of `model` as it now is (`None`: deleted).
+    fn change(
+        &mut self,
+        model: &str,
+        id: &str,
+        body: Option<&[u8]>,
+        period: &Period,
+    ) -> Result<(), Error> {
+        fn keep<T>(map: &mut BTreeMap<String, T>, id: &str, shown: Option<T>) {
+            match shown {
+                Some(document) => {
+                    map.insert(id.to_owned(), document);
+                }
+                None => {
+                    map.remove(id);
+                }
+            }
+        }
+        match model {
+            GOALS => {
+                let goal = body.map(decode::<GoalDoc>).transpose()?;
+                let shown = goal.filter(|g| enclosing(&g.period).contains(&period.name));
+                keep(&mut self.goals, id, shown);
+            }
+            SESSIONS => {
+                let session = body.map(decode::<SessionDoc>).transpose()?;
+                let held = |s: &SessionDoc| {
+                    s.held_event.is_some() && s.held_at.is_some_and(|at| period.holds(at))
+                };
+                keep(&mut self.sessions, id, session.filter(held));
+            }
+            ITEMS => {
+                let item = body.map(decode::<ItemDoc>).transpose()?;
+                keep(
+                    &mut self.items,
+                    id,
+                    item.filter(|i| period.holds(i.agreed_at)),
+                );
+            }
+            INSIGHTS => {
+                let insight = body.map(decode::<InsightDoc>).transpose()?;
+                let shown = insight.filter(|i| period.holds(i.recorded_at));
+                keep(&mut self.insights, id, shown);
+            }
+            _ => return Err(Error::Unknown(model.to_owned())),
+        }
+        Ok(())
+    }
+
+    fn len(&self) -> usize {
+        self.goals.len() + self.sessions.len() + self.items.len() + self.insights.len()
+    }
+
+    fn brief(&self) -> Brief {
+        let mut brief = Brief {
+            goals: self.goals.clone(),
+            insights: self.insights.clone(),
+            ..Brief::default()
+        };
+        for session in self.sessions.values() {
+            let event = session.held_event.expect("only held sessions are kept");
+            for purpose in &session.purposes {
+                let counted = brief.purposes.entry(purpose.clone()).or_default();
+                counted.count += 1;
+                counted.event_ids.push(event);
+            }
+            let counted = (brief.relationships)
+                .entry(session.relationship.clone())
+                .or_default();
             counted.count += 1;
             counted.event_ids.push(event);
         }
-        let counted = brief.relationships.entry(session.relationship).or_default();
-        counted.count += 1;
-        counted.event_ids.push(event);
-    }
-    for (_, body) in reads.scan(ITEMS, &prefix)? {
-        let item: ItemDoc = decode(&body)?;
-        if !in_period(item.agreed_at) {
-            continue;
+        for item in self.items.values() {
+            let follow = &mut brief.follow_through;
+            follow.agreed += 1;
+            follow.completed += u32::from(item.status == "completed");
+            follow.dropped += u32::from(item.status == "dropped");
+            follow.event_ids.extend(&item.event_ids);
         }
-        let follow = &mut brief.follow_through;
-        follow.agreed += 1;
-        follow.completed += u32::from(item.status == "completed");
-        follow.dropped += u32::from(item.status == "dropped");
-        follow.event_ids.extend(item.event_ids);
+        brief
     }
-    for (key, body) in reads.scan(INSIGHTS, &prefix)? {
-        let insight: InsightDoc = decode(&body)?;
-        if in_period(insight.recorded_at) {
-            brief.insights.insert(item_id(&key), insight);
+}
+
+/// How many documents a [`BriefCache`] keeps at most; members beyond are read afresh each time.
+const CACHED_DOCUMENTS: usize = 65_536;
+
+/// One period's briefs of the members a subscription follows, kept between its renderings so
+/// that each reads only what changed since the last (a brief's cost would otherwise grow with
+/// the member's history in the period). Exact: the cached documents are brought to the moment
+/// of the reads by every change since the last rendering, read in that same moment, before any
+/// brief is assembled; where the store cannot list those changes, every brief is read afresh.
+#[derive(Debug)]
+pub struct BriefCache {
+    tenant: String,
+    period: Period,
+    /// The cached documents hold every change numbered up to this one.
+    through: Option<u64>,
+    members: HashMap<String, PeriodDocuments>,
+    documents: usize,
+}
+
+impl BriefCache {
+    pub fn new(tenant: &str, period: &str) -> Self {
+        Self {
+            tenant: tenant.to_owned(),
+            period: Period::new(period),
+            through: None,
+            members: HashMap::new(),
+            documents: 0,
         }
     }
-    Ok(brief)
+
+    /// The members' briefs as of `reads`' moment, which holds every change numbered up to
+    /// `seen` (a change feed read before the reads began saw that far).
+    pub fn briefs(
+        &mut self,
+        reads: &mut dyn DocumentReads,
+        members: &[String],
+        seen: u64,
+    ) -> Result<Vec<Brief>, Error> {
+        let briefs = self.read(reads, members, seen);
+        if briefs.is_err() {
+            // Whatever it was part way through, the next briefs begin afresh.
+            self.forget();
+        }
+        briefs
+    }
+
+    fn read(
+        &mut self,
+        reads: &mut dyn DocumentReads,
+        members: &[String],
+        seen: u64,
+    ) -> Result<Vec<Brief>, Error> {
+        let after = self.through.unwrap_or(seen);
+        let Some(changes) = reads.changes(&SERVED, &self.tenant, after)? else {
+            self.forget();
+            return (members.iter())
+                .map(|member| {
+                    let read = PeriodDocuments::read(reads, &self.tenant, member, &self.period);
+                    Ok(read?.brief())
+                })
+                .collect();
+        };
+        let prefix = format!("{}/", self.tenant);
+        for change in &changes {
+            let Some((member, id)) =
+                (change.key.strip_prefix(&prefix)).and_then(|rest| rest.split_once('/'))
+            else {
+                continue;
+            };
+            if let Some(cached) = self.members.get_mut(member) {
+                let body = reads.get(&change.model, &change.key)?;
+                self.documents -= cached.len();
+                cached.change(&change.model, id, body.as_deref(), &self.period)?;
+                self.documents += cached.len();
+            }
+        }
+        self.through = Some(changes.last().map_or(after, |c| c.seq.max(after)));
+        let mut briefs = Vec::with_capacity(members.len());
+        for member in members {
+            if let Some(cached) = self.members.get(member) {
+                briefs.push(cached.brief());
+                continue;
+            }
+            let read = PeriodDocuments::read(reads, &self.tenant, member, &self.period)?;
+            briefs.push(read.brief());
+            if self.documents + read.len() <= CACHED_DOCUMENTS {
+                self.documents += read.len();
+                self.members.insert(member.clone(), read);
+            }
+        }
+        Ok(briefs)
+    }
+
+    fn forget(&mut self) {
+        self.through = None;
+        self.members.clear();
+        self.documents = 0;
+    }
 }
 
 /// All of `member`'s goals, by goal id.

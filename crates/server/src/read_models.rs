@@ -13,7 +13,9 @@ use ledger_domain::{Id, Micros, Role, check_period, from_timestamp, manages};
 use ledger_privacy::KeyRing;
 use ledger_projections::as_of::{AsOf, rebuild};
 use ledger_projections::development::{self, DevelopmentReviews, Reader};
-use ledger_projections::evaluation::{self, Brief, EvaluationBriefs, GoalDoc, brief_in};
+use ledger_projections::evaluation::{
+    self, Brief, BriefCache, EvaluationBriefs, GoalDoc, brief_in,
+};
 use ledger_projections::health::{self, DialogueHealth, Directory, Scope};
 use ledger_projections::staffing::{self, Staffing};
 use ledger_projections::{DocumentStore, Projection, ProjectionRunner, Text};
@@ -879,13 +881,15 @@ async fn brief_view(
         vec![member.to_owned()],
         period,
         as_of,
+        None,
     )
     .await?;
     Ok(views.remove(0))
 }
 
 /// Members' evaluation briefs for `period`, as the API returns them, read together: one
-/// moment and one read transaction for them all.
+/// moment and one read transaction for them all. A subscription's `kept` briefs spare reading
+/// again what has not changed since its last.
 async fn briefs_view(
     keys: &Arc<KeyRing>,
     documents: Arc<dyn DocumentStore>,
@@ -893,15 +897,21 @@ async fn briefs_view(
     members: Vec<String>,
     period: &str,
     as_of: Option<Position>,
+    kept: Option<Kept>,
 ) -> Result<Vec<api::EvaluationBrief>, Status> {
     let (tenant_owned, period_owned) = (tenant.to_owned(), period.to_owned());
     let found = blocking(move || {
         let mut reads = documents.reads()?;
-        let briefs = members.into_iter().map(|member| {
-            let brief = brief_in(&mut *reads, &tenant_owned, &member, &period_owned)?;
-            Ok((member, brief))
-        });
-        briefs.collect::<Result<Vec<_>, _>>()
+        let briefs = match kept {
+            Some(Kept { cache, seen }) => {
+                let mut cache = cache.lock().expect("no rendering panics");
+                cache.briefs(&mut *reads, &members, seen)?
+            }
+            None => (members.iter())
+                .map(|member| brief_in(&mut *reads, &tenant_owned, member, &period_owned))
+                .collect::<Result<_, _>>()?,
+        };
+        Ok(members.into_iter().zip(briefs).collect::<Vec<_>>())
     })
     .await?;
     let mut views = Vec::with_capacity(found.len());
@@ -912,6 +922,13 @@ async fn briefs_view(
         views.push(to_api(&member, period, brief, as_of));
     }
     Ok(views)
+}
+
+/// A brief subscription's briefs, kept between its renderings, and how far it read the change
+/// feed before this one.
+struct Kept {
+    cache: Arc<std::sync::Mutex<BriefCache>>,
+    seen: u64,
 }
 
 /// A member's development review as `reader` may see it, as the API returns it.
@@ -1071,6 +1088,13 @@ impl ReadModelsService {
         };
         let models = following.read_model.models();
         let mut decided: HashMap<String, Option<Reader>> = HashMap::new();
+        let cache = match &following.read_model {
+            Subscribed::Brief { period } => Some(Arc::new(std::sync::Mutex::new(BriefCache::new(
+                following.caller.tenant.as_str(),
+                period,
+            )))),
+            Subscribed::Profile | Subscribed::Review => None,
+        };
         loop {
             let (documents, tenant) = (self.documents.clone(), following.caller.tenant.clone());
             let changes =
@@ -1145,8 +1169,9 @@ impl ReadModelsService {
                 }
             }
             let as_of = runner.status().borrow().position;
+            let kept = cache.clone().map(|cache| Kept { cache, seen: after });
             let changed = self
-                .render(&following.read_model, &following.caller, shown, as_of)
+                .render(&following.read_model, &following.caller, shown, as_of, kept)
                 .await;
             for change in changed {
                 if sender.send(change).await.is_err() {
@@ -1163,13 +1188,14 @@ impl ReadModelsService {
     }
 
     /// Each shown member's document, as a change at its `seq`: a brief subscription's briefs
-    /// read together, one moment for them all.
+    /// read together, one moment for them all, from what it `kept` of its last.
     async fn render(
         &self,
         read_model: &Subscribed,
         caller: &Principal,
         shown: Vec<(u64, String, Reader)>,
         as_of: Option<Position>,
+        kept: Option<Kept>,
     ) -> Vec<Result<api::ReadModelChange, Status>> {
         use api::read_model_change::Document;
         let tenant = caller.tenant.as_str();
@@ -1183,7 +1209,8 @@ impl ReadModelsService {
             Subscribed::Brief { period } => {
                 let members = shown.iter().map(|(_, member, _)| member.clone()).collect();
                 let documents = self.documents.clone();
-                match briefs_view(&self.keys, documents, tenant, members, period, as_of).await {
+                match briefs_view(&self.keys, documents, tenant, members, period, as_of, kept).await
+                {
                     Ok(briefs) => changed.extend(shown.into_iter().zip(briefs).map(
                         |((seq, member, _), brief)| {
                             Ok(change(seq, member, Document::EvaluationBrief(brief)))

@@ -1,0 +1,225 @@
+//! A subscription's cached briefs, for random histories committed in random pieces: each
+//! rendering equals the brief read afresh at the same moment, and a cached member is not
+//! scanned again.
+
+use ledger_domain::{Event, pb, to_timestamp};
+use ledger_projections::evaluation::{BriefCache, EvaluationBriefs, brief};
+use ledger_projections::{
+    Applied, Change, Checkpoint, DocumentReads, DocumentStore, Documents, EmbeddedDocuments, Error,
+    Projection,
+};
+use ledger_store::Position;
+use proptest::prelude::*;
+use uuid::Uuid;
+
+const TENANTS: [&str; 2] = ["acme", "globex"];
+const MEMBERS: [&str; 3] = ["mia", "ren", "ada"];
+const PERIOD: &str = "2026-H2";
+/// Goals of these periods: the brief's own, one enclosing it, one inside it, and others.
+const GOAL_PERIODS: [&str; 5] = ["2026-H2", "2026", "2026-Q4", "2026-H1", "2025"];
+/// 2026-12-01T10:00:00Z, in the period; and 2026-03-01, before it.
+const IN: i64 = 1_796_119_200_000_000;
+const BEFORE: i64 = 1_772_323_200_000_000;
+
+#[derive(Debug, Clone)]
+enum Op {
+    /// An event of `tenant`, recorded in the period or before it.
+    Event {
+        tenant: usize,
+        event: Box<Event>,
+        in_period: bool,
+    },
+    /// Commits the events folded since the last commit.
+    Commit,
+    /// Renders acme's briefs of these members through the cache.
+    Render(Vec<usize>),
+}
+
+fn at(in_period: bool) -> i64 {
+    if in_period { IN } else { BEFORE }
+}
+
+fn event() -> impl Strategy<Value = Event> {
+    let member = (0..3usize).prop_map(|m| MEMBERS[m].to_owned());
+    prop_oneof![
+        (member.clone(), 0..3usize, 0..5usize).prop_map(|(owner, goal, period)| {
+            pb::GoalSet {
+                goal_id: format!("g{goal}"),
+                owner_id: owner,
+                period: GOAL_PERIODS[period].into(),
+                title: "grow".into(),
+                ..Default::default()
+            }
+            .into()
+        }),
+        (0..3usize, 0..100u32).prop_map(|(goal, value)| pb::GoalProgressRecorded {
+            goal_id: format!("g{goal}"),
+            value: f64::from(value),
+            ..Default::default()
+        }
+        .into()),
+        (member.clone(), member.clone(), 0..4usize).prop_map(|(member, partner, session)| {
+            pb::SessionScheduled {
+                session_id: format!("s{session}"),
+                member_id: member,
+                partner_id: partner,
+                relationship: pb::Relationship::Horizontal.into(),
+                purposes: vec![pb::Purpose::Growth.into()],
+                scheduled_at: Some(to_timestamp(IN)),
+                ..Default::default()
+            }
+            .into()
+        }),
+        (0..4usize, any::<bool>()).prop_map(|(session, in_period)| pb::SessionHeld {
+            session_id: format!("s{session}"),
+            held_at: Some(to_timestamp(at(in_period))),
+            duration_minutes: 30,
+        }
+        .into()),
+        (member.clone(), 0..4usize, 0..2usize).prop_map(|(owner, session, item)| {
+            pb::ActionItemAgreed {
+                session_id: format!("s{session}"),
+                item_id: format!("a{item}"),
+                owner_id: owner,
+                ..Default::default()
+            }
+            .into()
+        }),
+        (0..4usize, 0..2usize).prop_map(|(session, item)| pb::ActionItemCompleted {
+            session_id: format!("s{session}"),
+            item_id: format!("a{item}"),
+            ..Default::default()
+        }
+        .into()),
+        (member, 0..4usize, any::<bool>()).prop_map(|(subject, insight, shared)| {
+            let scope = if shared {
+                pb::SharingScope::Evaluation
+            } else {
+                pb::SharingScope::Participants
+            };
+            pb::InsightRecorded {
+                insight_id: format!("i{insight}"),
+                subject_id: subject,
+                session_id: "s0".into(),
+                kind: pb::InsightKind::Strength.into(),
+                text: "enjoys teaching".into(),
+                scopes: vec![scope.into()],
+                ..Default::default()
+            }
+            .into()
+        }),
+        (0..4usize).prop_map(|insight| pb::InsightShared {
+            insight_id: format!("i{insight}"),
+            added: vec![pb::SharingScope::Evaluation.into()],
+            explicit_consent: true,
+            ..Default::default()
+        }
+        .into()),
+        (0..4usize).prop_map(|insight| pb::InsightRetracted {
+            insight_id: format!("i{insight}"),
+            ..Default::default()
+        }
+        .into()),
+    ]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (0..2usize, event(), any::<bool>()).prop_map(|(tenant, event, in_period)| Op::Event {
+            tenant,
+            event: Box::new(event),
+            in_period
+        }),
+        2 => Just(Op::Commit),
+        2 => proptest::collection::vec(0..3usize, 1..4).prop_map(Op::Render),
+    ]
+}
+
+/// Reads that count the scans, to see what the cache spares.
+struct Counted<'a> {
+    reads: Box<dyn DocumentReads + 'a>,
+    scans: usize,
+}
+
+impl DocumentReads for Counted<'_> {
+    fn get(&mut self, model: &str, key: &str) -> Result<Option<Vec<u8>>, Error> {
+        self.reads.get(model, key)
+    }
+
+    fn scan(&mut self, model: &str, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, Error> {
+        self.scans += 1;
+        self.reads.scan(model, prefix)
+    }
+
+    fn changes(
+        &mut self,
+        models: &[&str],
+        tenant: &str,
+        after: u64,
+    ) -> Result<Option<Vec<Change>>, Error> {
+        self.reads.changes(models, tenant, after)
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn cached_briefs_equal_briefs_read_afresh(ops in proptest::collection::vec(op(), 1..60)) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedDocuments::open(dir.path(), &[&EvaluationBriefs]).unwrap();
+        let mut cache = BriefCache::new("acme", PERIOD);
+        let mut documents = Documents::new(&store);
+        let (mut folded, mut committed) = (0u64, None::<Checkpoint>);
+        let mut rendered_before = [false; 3];
+        for op in &ops {
+            match op {
+                Op::Event { tenant, event, in_period } => {
+                    folded += 1;
+                    let applied = Applied {
+                        event,
+                        id: Uuid::new_v4(),
+                        tenant: TENANTS[*tenant],
+                        stream: "stream",
+                        recorded_at: at(*in_period),
+                        position: Position::from_sequence(folded),
+                    };
+                    EvaluationBriefs.apply(applied, &mut documents).unwrap();
+                }
+                Op::Commit if committed.map(|c| c.position.commit()) != Some(folded) && folded > 0 => {
+                    documents.end_reads();
+                    let to = Checkpoint {
+                        version: EvaluationBriefs.version(),
+                        position: Position::from_sequence(folded),
+                    };
+                    let writes = documents.take_writes().unwrap();
+                    store
+                        .commit(EvaluationBriefs.name(), committed, to, &writes, EvaluationBriefs.followed())
+                        .unwrap();
+                    committed = Some(to);
+                }
+                Op::Commit => {}
+                Op::Render(members) => {
+                    documents.end_reads();
+                    // As a subscription: the feed was read before the rendering's reads began.
+                    let seen = store.changes("acme", 0, usize::MAX).unwrap().last().map_or(0, |c| c.seq);
+                    let names: Vec<String> = members.iter().map(|m| MEMBERS[*m].to_owned()).collect();
+                    let mut reads = Counted { reads: store.reads().unwrap(), scans: 0 };
+                    let briefs = cache.briefs(&mut reads, &names, seen).unwrap();
+                    // Members rendered before are cached: only the others are scanned (4 models each).
+                    let mut fresh: Vec<usize> = members.iter().copied().filter(|m| !rendered_before[*m]).collect();
+                    fresh.sort_unstable();
+                    fresh.dedup();
+                    prop_assert_eq!(reads.scans, 4 * fresh.len());
+                    drop(reads);
+                    for (member, cached) in names.iter().zip(briefs) {
+                        prop_assert_eq!(cached, brief(&store, "acme", member, PERIOD).unwrap(), "{}", member);
+                    }
+                    for m in members {
+                        rendered_before[*m] = true;
+                    }
+                }
+            }
+        }
+    }
+}
