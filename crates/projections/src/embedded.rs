@@ -309,17 +309,13 @@ impl DocumentReads for Reads<'_> {
             // Two files' changes are not numbered in the order they commit.
             return Ok(None);
         }
-        let mut select = self.connection(models[0])?.prepare_cached(
-            "SELECT seq, model, key FROM documents
-             WHERE substr(key, 1, instr(key, '/')) = ?1 AND seq > ?2 ORDER BY seq",
-        )?;
-        let rows = select.query_map(params![format!("{tenant}/"), after as i64], |row| {
-            Ok(Change {
-                seq: row.get::<_, i64>(0)? as u64,
-                model: row.get(1)?,
-                key: row.get(2)?,
-            })
-        })?;
+        let mut select = self
+            .connection(models[0])?
+            .prepare_cached(CHANGES_OF_TENANT)?;
+        // No bound but the read's moment (within one file, the numbers follow the commits), and
+        // no limit (`LIMIT -1`).
+        let bounds = params![format!("{tenant}/"), after as i64, i64::MAX, -1];
+        let rows = select.query_map(bounds, change_of)?;
         let mut changes = Vec::new();
         for change in rows {
             let change = change?;
@@ -353,6 +349,15 @@ impl Drop for Reads<'_> {
 const CHANGES_OF_TENANT: &str = "SELECT seq, model, key FROM documents
      WHERE substr(key, 1, instr(key, '/')) = ?1 AND seq > ?2 AND seq <= ?3
      ORDER BY seq LIMIT ?4";
+
+/// A row of [`CHANGES_OF_TENANT`].
+fn change_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<Change> {
+    Ok(Change {
+        seq: row.get::<_, i64>(0)? as u64,
+        model: row.get(1)?,
+        key: row.get(2)?,
+    })
+}
 
 fn get(connection: &Connection, model: &str, key: &str) -> Result<Option<Vec<u8>>, Error> {
     let body = connection
@@ -471,16 +476,8 @@ impl DocumentStore for EmbeddedDocuments {
         for file in &self.files {
             changes.extend(file.read(|reader| {
                 let mut select = reader.prepare_cached(CHANGES_OF_TENANT)?;
-                let rows = select.query_map(
-                    params![prefix, after as i64, visible as i64, limit as i64],
-                    |row| {
-                        Ok(Change {
-                            seq: row.get::<_, i64>(0)? as u64,
-                            model: row.get(1)?,
-                            key: row.get(2)?,
-                        })
-                    },
-                )?;
+                let bounds = params![prefix, after as i64, visible as i64, limit as i64];
+                let rows = select.query_map(bounds, change_of)?;
                 Ok(rows.collect::<Result<Vec<_>, _>>()?)
             })?);
         }
