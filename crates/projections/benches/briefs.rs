@@ -8,7 +8,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use ledger_domain::{Event, pb, to_timestamp};
-use ledger_projections::evaluation::{BriefCache, EvaluationBriefs, brief_in};
+use ledger_projections::evaluation::{BriefBudget, BriefCache, EvaluationBriefs, brief_in};
 use ledger_projections::{
     Applied, Checkpoint, DocumentStore, Documents, EmbeddedDocuments, Projection,
 };
@@ -159,7 +159,7 @@ fn main() {
             folder.fold((0..stories).flat_map(|i| story(&member, i)));
         }
         let afresh = render(&store, &mut folder, None);
-        let mut cache = BriefCache::new("bench", PERIOD);
+        let mut cache = BriefCache::new("bench", PERIOD, BriefBudget::new(usize::MAX / 2));
         let cached = render(&store, &mut folder, Some(&mut cache));
         println!(
             "{:>28} {:>11.1} µs {:>11.1} µs",

@@ -9,6 +9,8 @@
 //! never read.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ledger_domain::{Event, Micros, pb};
 use serde::{Deserialize, Serialize};
@@ -266,8 +268,38 @@ impl PeriodDocuments {
     }
 }
 
-/// How many documents a [`BriefCache`] keeps at most; members beyond are read afresh each time.
-const CACHED_DOCUMENTS: usize = 65_536;
+/// The documents that all of a process's [`BriefCache`]s may keep together: each takes from it
+/// what it keeps and gives it back when it lets go, so that many subscriptions never hold more
+/// than this between them; members beyond are read afresh each time.
+#[derive(Debug)]
+pub struct BriefBudget {
+    left: AtomicUsize,
+}
+
+impl BriefBudget {
+    pub fn new(documents: usize) -> Arc<Self> {
+        Arc::new(Self {
+            left: AtomicUsize::new(documents),
+        })
+    }
+
+    /// The documents not taken.
+    pub fn left(&self) -> usize {
+        self.left.load(Ordering::Acquire)
+    }
+
+    fn take(&self, documents: usize) -> bool {
+        (self.left)
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
+                left.checked_sub(documents)
+            })
+            .is_ok()
+    }
+
+    fn give_back(&self, documents: usize) {
+        self.left.fetch_add(documents, Ordering::AcqRel);
+    }
+}
 
 /// One period's briefs of the members a subscription follows, kept between its renderings so
 /// that each reads only what changed since the last (a brief's cost would otherwise grow with
@@ -281,17 +313,20 @@ pub struct BriefCache {
     /// The cached documents hold every change numbered up to this one.
     through: Option<u64>,
     members: HashMap<String, PeriodDocuments>,
+    /// The documents it holds, taken from `budget`.
     documents: usize,
+    budget: Arc<BriefBudget>,
 }
 
 impl BriefCache {
-    pub fn new(tenant: &str, period: &str) -> Self {
+    pub fn new(tenant: &str, period: &str, budget: Arc<BriefBudget>) -> Self {
         Self {
             tenant: tenant.to_owned(),
             period: Period::new(period),
             through: None,
             members: HashMap::new(),
             documents: 0,
+            budget,
         }
     }
 
@@ -336,9 +371,19 @@ impl BriefCache {
             };
             if let Some(cached) = self.members.get_mut(member) {
                 let body = reads.get(&change.model, &change.key)?;
-                self.documents -= cached.len();
+                let before = cached.len();
                 cached.change(&change.model, id, body.as_deref(), &self.period)?;
-                self.documents += cached.len();
+                let after = cached.len();
+                if after <= before {
+                    self.budget.give_back(before - after);
+                } else if !self.budget.take(after - before) {
+                    // No room for the member to grow: read afresh from now on.
+                    self.members.remove(member);
+                    self.budget.give_back(before);
+                    self.documents -= before;
+                    continue;
+                }
+                self.documents = self.documents + after - before;
             }
         }
         self.through = Some(changes.last().map_or(after, |c| c.seq.max(after)));
@@ -350,7 +395,7 @@ impl BriefCache {
             }
             let read = PeriodDocuments::read(reads, &self.tenant, member, &self.period)?;
             briefs.push(read.brief());
-            if self.documents + read.len() <= CACHED_DOCUMENTS {
+            if self.budget.take(read.len()) {
                 self.documents += read.len();
                 self.members.insert(member.clone(), read);
             }
@@ -361,7 +406,14 @@ impl BriefCache {
     fn forget(&mut self) {
         self.through = None;
         self.members.clear();
+        self.budget.give_back(self.documents);
         self.documents = 0;
+    }
+}
+
+impl Drop for BriefCache {
+    fn drop(&mut self) {
+        self.forget();
     }
 }
 

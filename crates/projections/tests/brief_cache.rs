@@ -3,7 +3,7 @@
 //! scanned again.
 
 use ledger_domain::{Event, pb, to_timestamp};
-use ledger_projections::evaluation::{BriefCache, EvaluationBriefs, brief};
+use ledger_projections::evaluation::{BriefBudget, BriefCache, EvaluationBriefs, brief};
 use ledger_projections::{
     Applied, Change, Checkpoint, DocumentReads, DocumentStore, Documents, EmbeddedDocuments, Error,
     Projection,
@@ -164,11 +164,17 @@ impl DocumentReads for Counted<'_> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
+    /// With room for every document, or a budget of a few, so that members are let go as they
+    /// grow and others never kept.
     #[test]
-    fn cached_briefs_equal_briefs_read_afresh(ops in proptest::collection::vec(op(), 1..60)) {
+    fn cached_briefs_equal_briefs_read_afresh(
+        ops in proptest::collection::vec(op(), 1..60),
+        room in prop_oneof![Just(None), (0..12usize).prop_map(Some)],
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedDocuments::open(dir.path(), &[&EvaluationBriefs]).unwrap();
-        let mut cache = BriefCache::new("acme", PERIOD);
+        let budget = BriefBudget::new(room.unwrap_or(usize::MAX / 2));
+        let mut cache = BriefCache::new("acme", PERIOD, budget.clone());
         let mut documents = Documents::new(&store);
         let (mut folded, mut committed) = (0u64, None::<Checkpoint>);
         let mut rendered_before = [false; 3];
@@ -206,11 +212,14 @@ proptest! {
                     let names: Vec<String> = members.iter().map(|m| MEMBERS[*m].to_owned()).collect();
                     let mut reads = Counted { reads: store.reads().unwrap(), scans: 0 };
                     let briefs = cache.briefs(&mut reads, &names, seen).unwrap();
-                    // Members rendered before are cached: only the others are scanned (4 models each).
+                    // With room, members rendered before are cached: only the others are scanned
+                    // (4 models each).
                     let mut fresh: Vec<usize> = members.iter().copied().filter(|m| !rendered_before[*m]).collect();
                     fresh.sort_unstable();
                     fresh.dedup();
-                    prop_assert_eq!(reads.scans, 4 * fresh.len());
+                    if room.is_none() {
+                        prop_assert_eq!(reads.scans, 4 * fresh.len());
+                    }
                     drop(reads);
                     for (member, cached) in names.iter().zip(briefs) {
                         prop_assert_eq!(cached, brief(&store, "acme", member, PERIOD).unwrap(), "{}", member);
@@ -221,5 +230,85 @@ proptest! {
                 }
             }
         }
+        // What the cache kept, it gives back.
+        drop(cache);
+        prop_assert_eq!(budget.left(), room.unwrap_or(usize::MAX / 2));
     }
+}
+
+/// Folds and commits `insights` shared for evaluation, `(insight, subject)`, after `from`.
+fn share(store: &EmbeddedDocuments, from: u64, insights: &[(usize, &str)]) -> u64 {
+    let mut documents = Documents::new(store);
+    for (i, (insight, subject)) in insights.iter().enumerate() {
+        let event: Event = pb::InsightRecorded {
+            insight_id: format!("i{insight}"),
+            subject_id: (*subject).into(),
+            kind: pb::InsightKind::Strength.into(),
+            scopes: vec![pb::SharingScope::Evaluation.into()],
+            ..Default::default()
+        }
+        .into();
+        let applied = Applied {
+            event: &event,
+            id: Uuid::new_v4(),
+            tenant: "acme",
+            stream: "stream",
+            recorded_at: IN,
+            position: Position::from_sequence(from + i as u64 + 1),
+        };
+        EvaluationBriefs.apply(applied, &mut documents).unwrap();
+    }
+    let at = |position| Checkpoint {
+        version: EvaluationBriefs.version(),
+        position: Position::from_sequence(position),
+    };
+    let to = from + insights.len() as u64;
+    let writes = documents.take_writes().unwrap();
+    let followed = EvaluationBriefs.followed();
+    let from = (from > 0).then(|| at(from));
+    (store.commit(EvaluationBriefs.name(), from, at(to), &writes, followed)).unwrap();
+    to
+}
+
+#[test]
+fn a_cache_keeps_no_more_than_the_budget_left_by_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedDocuments::open(dir.path(), &[&EvaluationBriefs]).unwrap();
+    // Two insights each of mia and ren: two documents of the period each.
+    let folded = share(&store, 0, &[(0, "mia"), (1, "ren"), (2, "mia"), (3, "ren")]);
+    // Scans of `member`'s brief, which must show `insights`.
+    let scans = |cache: &mut BriefCache, member: &str, insights: usize| {
+        let seen = store.changes("acme", 0, 100).unwrap().last().unwrap().seq;
+        let mut reads = Counted {
+            reads: store.reads().unwrap(),
+            scans: 0,
+        };
+        let briefs = cache
+            .briefs(&mut reads, &[member.to_owned()], seen)
+            .unwrap();
+        assert_eq!(briefs[0].insights.len(), insights);
+        reads.scans
+    };
+
+    let budget = BriefBudget::new(3);
+    let mut first = BriefCache::new("acme", PERIOD, budget.clone());
+    assert_eq!(scans(&mut first, "mia", 2), 4);
+    assert_eq!(scans(&mut first, "mia", 2), 0, "kept");
+    assert_eq!(budget.left(), 1);
+    // The second finds no room for ren's two documents: it reads them afresh each time.
+    let mut second = BriefCache::new("acme", PERIOD, budget.clone());
+    assert_eq!(scans(&mut second, "ren", 2), 4);
+    assert_eq!(scans(&mut second, "ren", 2), 4, "not kept");
+    // The first lets go when it ends; then there is room.
+    drop(first);
+    assert_eq!(budget.left(), 3);
+    assert_eq!(scans(&mut second, "ren", 2), 4);
+    assert_eq!(scans(&mut second, "ren", 2), 0, "kept");
+    assert_eq!(budget.left(), 1);
+    // Ren grows beyond the room: let go, read afresh, and what ren held given back.
+    share(&store, folded, &[(4, "ren"), (5, "ren")]);
+    assert_eq!(scans(&mut second, "ren", 4), 4);
+    assert_eq!(budget.left(), 3);
+    drop(second);
+    assert_eq!(budget.left(), 3);
 }

@@ -14,7 +14,7 @@ use ledger_privacy::KeyRing;
 use ledger_projections::as_of::{AsOf, rebuild};
 use ledger_projections::development::{self, DevelopmentReviews, Reader};
 use ledger_projections::evaluation::{
-    self, Brief, BriefCache, EvaluationBriefs, GoalDoc, brief_in,
+    self, Brief, BriefBudget, BriefCache, EvaluationBriefs, GoalDoc, brief_in,
 };
 use ledger_projections::health::{self, DialogueHealth, Directory, Scope};
 use ledger_projections::staffing::{self, Staffing};
@@ -38,6 +38,9 @@ const GET_DEVELOPMENT_REVIEW: &str = "/dialogue.ledger.v1.ReadModels/GetDevelopm
 /// Projection status counts the events behind a projection up to this many.
 pub(crate) const LAG_COUNT_LIMIT: usize = 4096;
 
+/// The documents all brief subscriptions keep between their renderings, together (some tens of
+/// MiB at most); members beyond are read afresh each time.
+const BRIEF_CACHE_DOCUMENTS: usize = 131_072;
 /// A subscription reads the change feed this many changes at a time.
 const CHANGES_PAGE: usize = 1024;
 /// At the head, a subscription gathers changes this long after sending what it had: a member
@@ -178,6 +181,8 @@ pub struct ReadModelsService {
     subscriptions: Arc<tokio::sync::Semaphore>,
     /// Opens the personal text that read models keep sealed.
     keys: Arc<KeyRing>,
+    /// What brief subscriptions may keep between their renderings, together.
+    brief_budget: Arc<BriefBudget>,
 }
 
 impl ReadModelsService {
@@ -199,6 +204,7 @@ impl ReadModelsService {
             settings,
             directory,
             access,
+            brief_budget: BriefBudget::new(BRIEF_CACHE_DOCUMENTS),
         }
     }
 
@@ -1089,10 +1095,11 @@ impl ReadModelsService {
         let models = following.read_model.models();
         let mut decided: HashMap<String, Option<Reader>> = HashMap::new();
         let cache = match &following.read_model {
-            Subscribed::Brief { period } => Some(Arc::new(std::sync::Mutex::new(BriefCache::new(
-                following.caller.tenant.as_str(),
-                period,
-            )))),
+            Subscribed::Brief { period } => {
+                let tenant = following.caller.tenant.as_str();
+                let cache = BriefCache::new(tenant, period, self.brief_budget.clone());
+                Some(Arc::new(std::sync::Mutex::new(cache)))
+            }
             Subscribed::Profile | Subscribed::Review => None,
         };
         loop {
