@@ -93,7 +93,12 @@ pub(crate) fn run(
                 }
             }
             Err(error) => {
-                tracing::error!(%error, appends = group.len(), "group commit failed; nothing written");
+                // The debug form carries SQLite's extended code (which kind of busy, say).
+                tracing::error!(
+                    ?error,
+                    appends = group.len(),
+                    "group commit failed; nothing written"
+                );
                 // The transaction rolled back; the sequence continues from what is stored.
                 next = schema::last_sequence(&connection).map_or(next, |last| last + 1);
                 for request in group {
