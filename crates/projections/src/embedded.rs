@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use ledger_store::Position;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use crate::documents::{Change, Checkpoint, DocumentReads, DocumentStore, Error, Write};
 use crate::runner::Projection;
@@ -210,7 +210,9 @@ fn write(
     followed: &[&str],
     mut next: u64,
 ) -> Result<(), Error> {
-    let transaction = writer.transaction()?;
+    // The write lock first: a transaction that reads and then asks for it gets SQLITE_BUSY at
+    // once (no busy timeout) if a reader holds it a moment to re-read the WAL index's header.
+    let transaction = writer.transaction_with_behavior(TransactionBehavior::Immediate)?;
     if stored_checkpoint(&transaction, projection)? != from {
         return Err(Error::Conflict);
     }
@@ -488,7 +490,7 @@ impl DocumentStore for EmbeddedDocuments {
 
     fn reset(&self, projection: &str, models: &[&str]) -> Result<(), Error> {
         let mut writer = self.of_projection(projection)?.writer.lock().unwrap();
-        let transaction = writer.transaction()?;
+        let transaction = writer.transaction_with_behavior(TransactionBehavior::Immediate)?;
         for model in models {
             transaction.execute("DELETE FROM documents WHERE model = ?1", [model])?;
         }
@@ -669,6 +671,34 @@ mod tests {
             .commit("a", None, at(5), &[put("a-doc", "t/w")], &["a-doc"])
             .unwrap();
         assert_eq!(store.changes("t", last + 1, 10).unwrap()[0].seq, last + 2);
+    }
+
+    /// A reader that finds the WAL index's header changing takes the write lock a moment; a
+    /// commit waits for it rather than failing.
+    #[test]
+    fn a_commit_waits_while_another_connection_holds_the_write_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedDocuments::open(dir.path(), &[&A, &B]).unwrap();
+        store
+            .commit("a", None, at(1), &[put("a-doc", "t/x")], &["a-doc"])
+            .unwrap();
+        let path = dir.path().join("readmodels/a.db");
+        let (locked, held) = std::sync::mpsc::channel();
+        let holder = std::thread::spawn(move || {
+            let connection = Connection::open(path).unwrap();
+            connection.execute_batch("BEGIN IMMEDIATE").unwrap();
+            locked.send(()).unwrap();
+            std::thread::sleep(Duration::from_millis(300));
+            connection.execute_batch("COMMIT").unwrap();
+        });
+        held.recv().unwrap();
+        let committed = store.commit("a", Some(at(1)), at(2), &[put("a-doc", "t/y")], &["a-doc"]);
+        assert!(committed.is_ok(), "{committed:?}");
+        holder.join().unwrap();
+        assert_eq!(
+            store.checkpoint("a").unwrap().map(|c| c.position),
+            Some(at(2).position)
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use ledger_store::{
     AppendResult, Error, ExpectedVersion, NewEvent, Position, RecordedEvent, StoredAt, StreamName,
     Timestamp, stored_batch,
 };
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
@@ -184,7 +184,10 @@ fn commit_group(
     mut next: u64,
 ) -> rusqlite::Result<GroupCommitted> {
     let recorded_at = Timestamp::now().as_micros();
-    let transaction = connection.transaction()?;
+    // The write lock first: a transaction that reads and then asks for it gets SQLITE_BUSY at
+    // once (no busy timeout) if another connection holds it a moment, as a reader re-reading
+    // the WAL index's header does.
+    let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut outcomes = Vec::with_capacity(group.len());
     let mut events = Vec::new();
     for request in group {

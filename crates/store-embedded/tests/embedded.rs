@@ -356,3 +356,34 @@ async fn a_log_of_the_first_schema_keeps_its_events_and_idempotency_with_ids_per
     );
     store.close().await.unwrap();
 }
+
+/// The write lock can be held a moment by another connection (a reader that found the WAL
+/// index's header changing under it takes it to read the header again). An append that began
+/// by reading and only then asked for the lock would fail at once, whatever the busy timeout;
+/// a group asks for it first, and waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_waits_while_another_connection_holds_the_write_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    store
+        .append(&stream("t/a"), ExpectedVersion::Any, vec![event("first")])
+        .await
+        .unwrap();
+    let path = database_path(dir.path());
+    let (locked, held) = std::sync::mpsc::channel();
+    let holder = std::thread::spawn(move || {
+        let connection = rusqlite::Connection::open(path).unwrap();
+        connection.execute_batch("BEGIN IMMEDIATE").unwrap();
+        locked.send(()).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        connection.execute_batch("COMMIT").unwrap();
+    });
+    held.recv().unwrap();
+    let appended = store
+        .append(&stream("t/a"), ExpectedVersion::Any, vec![event("second")])
+        .await;
+    assert!(appended.is_ok(), "{appended:?}");
+    holder.join().unwrap();
+    assert_eq!(everything(&store).await.len(), 2);
+    store.close().await.unwrap();
+}

@@ -14,7 +14,7 @@ use futures::stream::Peekable;
 use futures::{FutureExt, Stream, StreamExt};
 use ledger_audit::{Frontier, Hash, ProofError, Subtrees, event_leaf_hash};
 use ledger_store::{EventStore, Position, RecordedEvent};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::watch;
 
 /// At most this many events are folded per transaction.
@@ -205,7 +205,9 @@ impl AuditTrees {
         frontiers: &mut HashMap<String, Frontier>,
     ) -> Result<Position, TreeError> {
         let mut connection = self.inner.writer.lock().unwrap();
-        let transaction = connection.transaction()?;
+        // The write lock first: one asked for after a read fails at once, without the busy
+        // timeout, if a reader holds it a moment (to re-read the WAL index's header).
+        let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut touched = Vec::new();
         for event in batch {
             let Some((tenant, _)) = event.stream.as_str().split_once('/') else {
