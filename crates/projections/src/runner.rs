@@ -20,6 +20,10 @@ pub const DEFAULT_COMMIT_EVENTS: usize = 65_536;
 const COMMIT_INTERVAL: Duration = Duration::from_millis(1000);
 /// How often a replica that does not run a projection looks at its checkpoint and asks for it.
 const STANDBY_POLL: Duration = Duration::from_millis(500);
+/// After a failure a projection resumes this long after, the pause doubling while it keeps
+/// failing, up to [`RESUME_AT_MOST`].
+const RESUME_AFTER: Duration = Duration::from_secs(1);
+const RESUME_AT_MOST: Duration = Duration::from_secs(30);
 
 /// One event as a projection sees it.
 #[derive(Debug, Clone, Copy)]
@@ -140,6 +144,31 @@ impl ProjectionRunner {
                 });
             }
             tokio::time::sleep(STANDBY_POLL).await;
+        }
+    }
+
+    /// Runs the projection until the store closes, resuming from its stored checkpoint after a
+    /// failure (a storage error, say), so that a passing fault does not leave its read model
+    /// behind until the process restarts. Each failure is logged; the pause before resuming
+    /// doubles while it keeps failing.
+    pub async fn keep_running(self, projection: Arc<dyn Projection>) {
+        let mut pause = RESUME_AFTER;
+        loop {
+            let started = Instant::now();
+            let Err(error) = self.clone().run(projection.clone()).await else {
+                return;
+            };
+            if started.elapsed() > RESUME_AT_MOST {
+                pause = RESUME_AFTER;
+            }
+            tracing::error!(
+                %error,
+                projection = projection.name(),
+                resume_in = ?pause,
+                "projection failed; resuming from its checkpoint"
+            );
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(RESUME_AT_MOST);
         }
     }
 

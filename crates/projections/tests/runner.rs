@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use ledger_domain::{Event, pb};
 use ledger_projections::{
-    Applied, DocumentStore, Documents, EmbeddedDocuments, Error, Projection, ProjectionRunner,
-    SharedLog,
+    Applied, Change, Checkpoint, DocumentStore, Documents, EmbeddedDocuments, Error, Projection,
+    ProjectionRunner, SharedLog, Write,
 };
 use ledger_store::{EventStore, ExpectedVersion, Metadata, NewEvent, StreamName};
 use ledger_store_embedded::EmbeddedStore;
@@ -320,4 +320,75 @@ async fn a_projection_starting_at_the_head_reports_caught_up_without_new_events(
     task.abort();
     let _ = task.await;
     store.close().await.unwrap();
+}
+
+/// Read models whose first `failures` commits fail, as a storage fault would.
+#[derive(Debug)]
+struct Flaky {
+    inner: EmbeddedDocuments,
+    failures: std::sync::atomic::AtomicUsize,
+}
+
+impl DocumentStore for Flaky {
+    fn checkpoint(&self, projection: &str) -> Result<Option<Checkpoint>, Error> {
+        self.inner.checkpoint(projection)
+    }
+    fn get(&self, model: &str, key: &str) -> Result<Option<Vec<u8>>, Error> {
+        self.inner.get(model, key)
+    }
+    fn scan(&self, model: &str, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, Error> {
+        self.inner.scan(model, prefix)
+    }
+    fn commit(
+        &self,
+        projection: &str,
+        from: Option<Checkpoint>,
+        to: Checkpoint,
+        writes: &[Write],
+        followed: &[&str],
+    ) -> Result<(), Error> {
+        let failing = (self.failures)
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
+                left.checked_sub(1)
+            })
+            .is_ok();
+        if failing {
+            return Err(Error::Database("the disk is having a moment".into()));
+        }
+        self.inner.commit(projection, from, to, writes, followed)
+    }
+    fn changes(&self, tenant: &str, after: u64, limit: usize) -> Result<Vec<Change>, Error> {
+        self.inner.changes(tenant, after, limit)
+    }
+    fn reset(&self, projection: &str, models: &[&str]) -> Result<(), Error> {
+        self.inner.reset(projection, models)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projection_resumes_after_failed_commits_and_folds_each_event_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path().join("log")).unwrap();
+    let counter = Counter::new("counter", &["count"]);
+    let documents = Arc::new(Flaky {
+        inner: EmbeddedDocuments::open(dir.path(), &[counter.as_ref()]).unwrap(),
+        failures: std::sync::atomic::AtomicUsize::new(2),
+    });
+    append_units(&store, "acme", 0, 300).await;
+    let runner = ProjectionRunner::new(shared_log(&store), documents.clone());
+    let task = tokio::spawn(runner.clone().keep_running(counter.clone()));
+    // Two failures: resumed after a pause of 1 s, then of 2 s.
+    let head = store.head().await.unwrap();
+    assert!(runner.wait_for(head, Duration::from_secs(20)).await);
+    assert_eq!(documents.failures.load(Ordering::Acquire), 0);
+    // And it follows the log on from there.
+    append_units(&store, "acme", 300, 50).await;
+    let head = store.head().await.unwrap();
+    assert!(runner.wait_for(head, Duration::from_secs(20)).await);
+    assert_eq!(counted(&documents.inner, "count", "acme"), 350);
+    store.close().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("it stops when the store closes")
+        .unwrap();
 }

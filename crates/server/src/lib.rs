@@ -179,19 +179,6 @@ pub fn projections() -> [Arc<dyn Projection>; 4] {
     ]
 }
 
-/// Runs a projection until the store closes, logging why if it stops on an error.
-fn spawn_projection(
-    runner: ProjectionRunner,
-    projection: Arc<dyn Projection>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let name = projection.name();
-        if let Err(error) = runner.run(projection).await {
-            tracing::error!(%error, projection = name, "projection stopped");
-        }
-    })
-}
-
 /// The listener's connections with Nagle's algorithm off, as tonic sets it only on listeners it
 /// binds itself: a response is several small writes, and one held back until the client has
 /// acknowledged the last waits out the client's delayed ACK (measured: 7–15% more commands/s).
@@ -283,11 +270,12 @@ pub async fn serve(
         health: runner(),
     };
     let [evaluation, staffing, development, health] = folds;
+    // Each until the store closes, resumed after a failure.
     let projections = [
-        spawn_projection(runners.briefs.clone(), evaluation),
-        spawn_projection(runners.staffing.clone(), staffing),
-        spawn_projection(runners.development.clone(), development),
-        spawn_projection(runners.health.clone(), health),
+        tokio::spawn(runners.briefs.clone().keep_running(evaluation)),
+        tokio::spawn(runners.staffing.clone().keep_running(staffing)),
+        tokio::spawn(runners.development.clone().keep_running(development)),
+        tokio::spawn(runners.health.clone().keep_running(health)),
     ];
     let settings = ReadModelSettings {
         anonymity_threshold: options.anonymity_threshold,
