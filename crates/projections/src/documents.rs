@@ -101,15 +101,17 @@ pub trait DocumentReads {
     fn get(&mut self, model: &str, key: &str) -> Result<Option<Vec<u8>>, Error>;
     /// As [`DocumentStore::scan`].
     fn scan(&mut self, model: &str, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, Error>;
-    /// The changes to `tenant`'s documents of `models` after change number `after`, as of the
-    /// reads' moment, oldest first: every one of them, where the store can promise that (the
-    /// models' changes are numbered in the order they commit, so none numbered lower can
-    /// commit later); `None` where it cannot.
-    fn changes(
+    /// The changes to `tenant`'s documents of the followed models of `model`'s projection after
+    /// change number `after`, as of the reads' moment, oldest first, at most `limit` (fewer:
+    /// there are no more), where the store can promise that none is missing (a projection's
+    /// changes are numbered in the order it commits them, so none numbered lower can commit
+    /// later); `None` where it cannot.
+    fn changes_with(
         &mut self,
-        _models: &[&str],
+        _model: &str,
         _tenant: &str,
         _after: u64,
+        _limit: usize,
     ) -> Result<Option<Vec<Change>>, Error> {
         Ok(None)
     }

@@ -297,35 +297,19 @@ impl DocumentReads for Reads<'_> {
         scan(self.connection(model)?, model, prefix)
     }
 
-    fn changes(
+    fn changes_with(
         &mut self,
-        models: &[&str],
+        model: &str,
         tenant: &str,
         after: u64,
+        limit: usize,
     ) -> Result<Option<Vec<Change>>, Error> {
-        let index = |model: &str| self.store.by_model.get(model).copied();
-        let Some(file) = models.first().and_then(|m| index(m)) else {
-            return Ok(None);
-        };
-        if models.iter().any(|m| index(m) != Some(file)) {
-            // Two files' changes are not numbered in the order they commit.
-            return Ok(None);
-        }
-        let mut select = self
-            .connection(models[0])?
-            .prepare_cached(CHANGES_OF_TENANT)?;
-        // No bound but the read's moment (within one file, the numbers follow the commits), and
-        // no limit (`LIMIT -1`).
-        let bounds = params![format!("{tenant}/"), after as i64, i64::MAX, -1];
+        // The file's changes: no bound but the read's moment (within one file, the numbers
+        // follow the commits).
+        let mut select = self.connection(model)?.prepare_cached(CHANGES_OF_TENANT)?;
+        let bounds = params![format!("{tenant}/"), after as i64, i64::MAX, limit as i64];
         let rows = select.query_map(bounds, change_of)?;
-        let mut changes = Vec::new();
-        for change in rows {
-            let change = change?;
-            if models.contains(&change.model.as_str()) {
-                changes.push(change);
-            }
-        }
-        Ok(Some(changes))
+        Ok(Some(rows.collect::<Result<_, _>>()?))
     }
 }
 
@@ -570,7 +554,7 @@ mod tests {
             changes.unwrap().into_iter().map(|c| c.key).collect()
         };
         assert_eq!(
-            changed(reads.changes(&["goal", "item"], "t", 0).unwrap()),
+            changed(reads.changes_with("goal", "t", 0, 10).unwrap()),
             ["t/m/g1"]
         );
         drop(reads);
@@ -579,16 +563,16 @@ mod tests {
             keys(reads.scan("goal", "t/m/").unwrap()),
             ["t/m/g1", "t/m/g2"]
         );
-        // The changes of the asked models after a number, in order; none of another tenant.
+        // The file's changes after a number, in order, at most the limit; none of another tenant.
         assert_eq!(
-            changed(reads.changes(&["goal", "item"], "t", 1).unwrap()),
+            changed(reads.changes_with("item", "t", 1, 10).unwrap()),
             ["t/m/g2", "t/m/i1"]
         );
         assert_eq!(
-            changed(reads.changes(&["item"], "t", 0).unwrap()),
-            ["t/m/i1"]
+            changed(reads.changes_with("item", "t", 0, 2).unwrap()),
+            ["t/m/g1", "t/m/g2"]
         );
-        assert!(changed(reads.changes(&["goal"], "u", 0).unwrap()).is_empty());
+        assert!(changed(reads.changes_with("goal", "u", 0, 10).unwrap()).is_empty());
         assert_eq!(keys(reads.scan("item", "t/").unwrap()), ["t/m/i1"]);
         // Another member's prefix is not this one's.
         assert!(reads.scan("goal", "t/m2/").unwrap().is_empty());
@@ -606,14 +590,15 @@ mod tests {
             .unwrap();
         // Reads list one file's changes, never two files' (numbered out of commit order).
         let mut reads = store.reads().unwrap();
-        assert!(
-            reads
-                .changes(&["a-doc", "b-doc"], "t", 0)
-                .unwrap()
-                .is_none()
+        let listed = reads.changes_with("b-doc", "t", 0, 10).unwrap().unwrap();
+        assert_eq!(
+            listed.iter().map(|c| c.key.as_str()).collect::<Vec<_>>(),
+            ["t/y"]
         );
-        assert!(reads.changes(&["c-doc"], "t", 0).unwrap().is_none());
-        assert_eq!(reads.changes(&["b-doc"], "t", 0).unwrap().unwrap().len(), 1);
+        assert!(matches!(
+            reads.changes_with("c-doc", "t", 0, 10),
+            Err(Error::Unknown(model)) if model == "c-doc"
+        ));
         drop(reads);
         assert!(dir.path().join("readmodels/a.db").exists());
         assert!(dir.path().join("readmodels/b.db").exists());

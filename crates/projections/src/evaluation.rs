@@ -316,6 +316,9 @@ pub struct BriefCache {
     /// The documents it holds, taken from `budget`.
     documents: usize,
     budget: Arc<BriefBudget>,
+    /// A rendering that finds this many changes since the last or more reads every brief
+    /// afresh.
+    changes_at_most: usize,
 }
 
 impl BriefCache {
@@ -327,7 +330,15 @@ impl BriefCache {
             members: HashMap::new(),
             documents: 0,
             budget,
+            changes_at_most: 4096,
         }
+    }
+
+    /// Reads every brief afresh when a rendering finds `changes` or more since the last, instead
+    /// of 4,096: what a rendering reads of the change feed at most.
+    pub fn reading_changes_at_most(mut self, changes: usize) -> Self {
+        self.changes_at_most = changes.max(1);
+        self
     }
 
     /// The members' briefs as of `reads`' moment, which holds every change numbered up to
@@ -353,7 +364,11 @@ impl BriefCache {
         seen: u64,
     ) -> Result<Vec<Brief>, Error> {
         let after = self.through.unwrap_or(seen);
-        let Some(changes) = reads.changes(&SERVED, &self.tenant, after)? else {
+        let limit = self.changes_at_most;
+        let listed = reads.changes_with(GOALS, &self.tenant, after, limit)?;
+        // Unlisted, or more than it reads at once (a subscription catching up from far back):
+        // every brief afresh this time, and keeping begins again from the next.
+        let Some(changes) = listed.filter(|changes| changes.len() < limit) else {
             self.forget();
             return (members.iter())
                 .map(|member| {
@@ -369,6 +384,9 @@ impl BriefCache {
             else {
                 continue;
             };
+            if !SERVED.contains(&change.model.as_str()) {
+                continue;
+            }
             if let Some(cached) = self.members.get_mut(member) {
                 let body = reads.get(&change.model, &change.key)?;
                 let before = cached.len();

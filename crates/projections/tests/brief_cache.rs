@@ -151,13 +151,14 @@ impl DocumentReads for Counted<'_> {
         self.reads.scan(model, prefix)
     }
 
-    fn changes(
+    fn changes_with(
         &mut self,
-        models: &[&str],
+        model: &str,
         tenant: &str,
         after: u64,
+        limit: usize,
     ) -> Result<Option<Vec<Change>>, Error> {
-        self.reads.changes(models, tenant, after)
+        self.reads.changes_with(model, tenant, after, limit)
     }
 }
 
@@ -165,16 +166,19 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
     /// With room for every document, or a budget of a few, so that members are let go as they
-    /// grow and others never kept.
+    /// grow and others never kept; reading the change feed without a limit that matters here,
+    /// or a few changes at most, so that renderings after many changes begin again.
     #[test]
     fn cached_briefs_equal_briefs_read_afresh(
         ops in proptest::collection::vec(op(), 1..60),
         room in prop_oneof![Just(None), (0..12usize).prop_map(Some)],
+        changes_at_most in prop_oneof![Just(None), (1..6usize).prop_map(Some)],
     ) {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedDocuments::open(dir.path(), &[&EvaluationBriefs]).unwrap();
         let budget = BriefBudget::new(room.unwrap_or(usize::MAX / 2));
-        let mut cache = BriefCache::new("acme", PERIOD, budget.clone());
+        let mut cache = BriefCache::new("acme", PERIOD, budget.clone())
+            .reading_changes_at_most(changes_at_most.unwrap_or(usize::MAX / 2));
         let mut documents = Documents::new(&store);
         let (mut folded, mut committed) = (0u64, None::<Checkpoint>);
         let mut rendered_before = [false; 3];
@@ -217,7 +221,7 @@ proptest! {
                     let mut fresh: Vec<usize> = members.iter().copied().filter(|m| !rendered_before[*m]).collect();
                     fresh.sort_unstable();
                     fresh.dedup();
-                    if room.is_none() {
+                    if room.is_none() && changes_at_most.is_none() {
                         prop_assert_eq!(reads.scans, 4 * fresh.len());
                     }
                     drop(reads);
@@ -311,4 +315,32 @@ fn a_cache_keeps_no_more_than_the_budget_left_by_the_others() {
     assert_eq!(budget.left(), 3);
     drop(second);
     assert_eq!(budget.left(), 3);
+}
+
+#[test]
+fn a_rendering_after_more_changes_than_it_reads_at_once_begins_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedDocuments::open(dir.path(), &[&EvaluationBriefs]).unwrap();
+    let folded = share(&store, 0, &[(0, "mia")]);
+    let budget = BriefBudget::new(100);
+    let mut cache = BriefCache::new("acme", PERIOD, budget.clone()).reading_changes_at_most(2);
+    let mut scans = |insights: usize| {
+        let seen = store.changes("acme", 0, 100).unwrap().last().unwrap().seq;
+        let mut reads = Counted {
+            reads: store.reads().unwrap(),
+            scans: 0,
+        };
+        let briefs = cache.briefs(&mut reads, &["mia".to_owned()], seen).unwrap();
+        assert_eq!(briefs[0].insights.len(), insights);
+        reads.scans
+    };
+    assert_eq!(scans(1), 4);
+    assert_eq!(scans(1), 0, "kept");
+    // Two changes since: as many as it reads at once, so read afresh and nothing kept.
+    share(&store, folded, &[(1, "ren"), (2, "mia")]);
+    assert_eq!(scans(2), 4);
+    assert_eq!(budget.left(), 100);
+    // Then kept again.
+    assert_eq!(scans(2), 4);
+    assert_eq!(scans(2), 0, "kept");
 }
