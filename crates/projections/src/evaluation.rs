@@ -109,6 +109,16 @@ pub struct FollowThrough {
     pub event_ids: Vec<Uuid>,
 }
 
+impl FollowThrough {
+    /// Counts an agreed action item as it now stands.
+    fn count(&mut self, item: &ItemDoc) {
+        self.agreed += 1;
+        self.completed += u32::from(item.status == "completed");
+        self.dropped += u32::from(item.status == "dropped");
+        self.event_ids.extend(&item.event_ids);
+    }
+}
+
 /// `member`'s brief for `period`.
 pub fn brief(
     store: &dyn DocumentStore,
@@ -258,11 +268,7 @@ impl PeriodDocuments {
             counted.event_ids.push(event);
         }
         for item in self.items.values() {
-            let follow = &mut brief.follow_through;
-            follow.agreed += 1;
-            follow.completed += u32::from(item.status == "completed");
-            follow.dropped += u32::from(item.status == "dropped");
-            follow.event_ids.extend(&item.event_ids);
+            brief.follow_through.count(item);
         }
         brief
     }
@@ -465,11 +471,7 @@ pub fn follow_through(
 ) -> Result<FollowThrough, Error> {
     let mut follow = FollowThrough::default();
     for (_, body) in store.scan(ITEMS, &format!("{tenant}/{member}/"))? {
-        let item: ItemDoc = decode(&body)?;
-        follow.agreed += 1;
-        follow.completed += u32::from(item.status == "completed");
-        follow.dropped += u32::from(item.status == "dropped");
-        follow.event_ids.extend(item.event_ids);
+        follow.count(&decode(&body)?);
     }
     Ok(follow)
 }
