@@ -318,9 +318,8 @@ pub struct BriefCache {
     period: Period,
     /// The cached documents hold every change numbered up to this one.
     through: Option<u64>,
+    /// What they hold is taken from `budget`.
     members: HashMap<String, PeriodDocuments>,
-    /// The documents it holds, taken from `budget`.
-    documents: usize,
     budget: Arc<BriefBudget>,
     /// A rendering that finds this many changes since the last or more reads every brief
     /// afresh.
@@ -334,7 +333,6 @@ impl BriefCache {
             period: Period::new(period),
             through: None,
             members: HashMap::new(),
-            documents: 0,
             budget,
             changes_at_most: 4096,
         }
@@ -404,10 +402,7 @@ impl BriefCache {
                     // No room for the member to grow: read afresh from now on.
                     self.members.remove(member);
                     self.budget.give_back(before);
-                    self.documents -= before;
-                    continue;
                 }
-                self.documents = self.documents + after - before;
             }
         }
         self.through = Some(changes.last().map_or(after, |c| c.seq.max(after)));
@@ -420,7 +415,6 @@ impl BriefCache {
             let read = PeriodDocuments::read(reads, &self.tenant, member, &self.period)?;
             briefs.push(read.brief());
             if self.budget.take(read.len()) {
-                self.documents += read.len();
                 self.members.insert(member.clone(), read);
             }
         }
@@ -429,9 +423,8 @@ impl BriefCache {
 
     fn forget(&mut self) {
         self.through = None;
-        self.members.clear();
-        self.budget.give_back(self.documents);
-        self.documents = 0;
+        let held = self.members.drain().map(|(_, kept)| kept.len()).sum();
+        self.budget.give_back(held);
     }
 }
 
