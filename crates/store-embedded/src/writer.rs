@@ -284,6 +284,7 @@ fn append_one(
     Ok(Ok(AppendResult {
         revision: last_revision,
         position: Position::from_sequence(*next - 1),
+        written: true,
     }))
 }
 

@@ -183,6 +183,7 @@ impl EventStoreDb {
                 Ok(Some(AppendResult {
                     revision: first + events.len() as u64 - 1,
                     position: Position::new(written.position.commit, written.position.prepare),
+                    written: true,
                 }))
             }
             Err(eventstore::Error::WrongExpectedVersion { .. }) => Ok(None),

@@ -192,5 +192,6 @@ async fn append_one(
     Ok(Ok(AppendResult {
         revision: last_revision,
         position: Position::from_sequence(*next - 1),
+        written: true,
     }))
 }

@@ -454,6 +454,12 @@ pub async fn retried_appends_are_idempotent<S: EventStore>(store: Arc<S>) {
     let original = append(&*store, &a, ExpectedVersion::NoStream, &batch)
         .await
         .unwrap();
+    assert!(original.written, "the first append did not say it wrote");
+    // A retry answers with where the batch was stored, and says it did not write it.
+    let retry_of_original = AppendResult {
+        written: false,
+        ..original
+    };
     for expected in [
         ExpectedVersion::NoStream,
         ExpectedVersion::Exact(99),
@@ -461,24 +467,28 @@ pub async fn retried_appends_are_idempotent<S: EventStore>(store: Arc<S>) {
     ] {
         let retried = append(&*store, &a, expected, &batch).await.unwrap();
         assert_eq!(
-            retried, original,
+            retried, retry_of_original,
             "a retry with {expected} did not return the original result"
         );
     }
     let later = append(&*store, &a, ExpectedVersion::Exact(1), &events("later", 1))
         .await
         .unwrap();
+    assert!(later.written);
     assert_eq!(
         append(&*store, &a, ExpectedVersion::Exact(1), &batch)
             .await
             .unwrap(),
-        original
+        retry_of_original
     );
     let prefix = append(&*store, &a, ExpectedVersion::Any, &batch[..1])
         .await
         .unwrap();
     let stored = read_everything(&*store).await;
-    assert_eq!((prefix.revision, prefix.position), (0, stored[0].position));
+    assert_eq!(
+        (prefix.revision, prefix.position, prefix.written),
+        (0, stored[0].position, false)
+    );
     assert_eq!(stored.len(), 3, "a retry wrote again");
     assert_eq!(stored[2].position, later.position);
 
@@ -510,7 +520,10 @@ pub async fn retried_appends_are_idempotent<S: EventStore>(store: Arc<S>) {
         append(&*store, &b, ExpectedVersion::Any, &batch)
             .await
             .unwrap(),
-        elsewhere,
+        AppendResult {
+            written: false,
+            ..elsewhere
+        },
         "a retry in the other stream did not return its own result"
     );
     let in_b = store

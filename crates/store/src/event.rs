@@ -98,6 +98,11 @@ pub struct AppendResult {
     pub revision: u64,
     /// The global position of the batch's last event.
     pub position: Position,
+    /// Whether this append stored the batch: `false` when the store found it stored already (a
+    /// retry) and answered with where it was stored then. Exact where the check and the write
+    /// are one transaction (embedded, PostgreSQL); on EventStoreDB a duplicate racing its
+    /// original may also answer `true`, the server's own idempotency.
+    pub written: bool,
 }
 
 /// Microseconds since the Unix epoch, UTC.
@@ -187,6 +192,7 @@ pub fn stored_batch(
     Ok(Some(AppendResult {
         revision: last.revision,
         position: last.position,
+        written: false,
     }))
 }
 
@@ -230,7 +236,8 @@ mod tests {
             original,
             Some(AppendResult {
                 revision: 2,
-                position: stream[2].1.position
+                position: stream[2].1.position,
+                written: false,
             })
         );
         let fresh = [Uuid::new_v4(), Uuid::new_v4()];
