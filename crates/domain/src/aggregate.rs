@@ -148,6 +148,11 @@ pub trait Aggregate: Default + Clone + std::fmt::Debug + Send + Sync + 'static {
     /// The id of the aggregate the command addresses, checked.
     fn id(command: &Self::Command) -> Result<Id, DomainError>;
 
+    /// Whether the command starts its aggregate: carried out only on a stream that does not
+    /// exist yet, and every other command only on one that does. The command handler decides a
+    /// start on no stream without reading one; the append, expecting no stream, confirms it.
+    fn starts(command: &Self::Command) -> bool;
+
     /// Other aggregates the decision consults.
     fn references(_command: &Self::Command, _state: &Self) -> References {
         References::default()

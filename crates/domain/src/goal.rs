@@ -37,6 +37,10 @@ impl Aggregate for Goal {
     type Command = GoalCommand;
     const KIND: &'static str = "goal";
 
+    fn starts(command: &Self::Command) -> bool {
+        matches!(command, GoalCommand::Set(_))
+    }
+
     fn id(command: &Self::Command) -> Result<Id, DomainError> {
         use GoalCommand as C;
         let id = match command {

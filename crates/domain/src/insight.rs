@@ -39,6 +39,10 @@ impl Aggregate for Insight {
     type Command = InsightCommand;
     const KIND: &'static str = "insight";
 
+    fn starts(command: &Self::Command) -> bool {
+        matches!(command, InsightCommand::Record(_))
+    }
+
     fn id(command: &Self::Command) -> Result<Id, DomainError> {
         let id = match command {
             InsightCommand::Record(c) => &c.insight_id,

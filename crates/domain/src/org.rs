@@ -30,6 +30,10 @@ impl Aggregate for OrgUnit {
     type Command = OrgUnitCommand;
     const KIND: &'static str = "org-unit";
 
+    fn starts(_command: &Self::Command) -> bool {
+        true
+    }
+
     fn id(command: &Self::Command) -> Result<Id, DomainError> {
         let OrgUnitCommand::Define(c) = command;
         Id::parse("org_unit_id", &c.org_unit_id)
@@ -101,6 +105,10 @@ pub enum PersonCommand {
 impl Aggregate for PersonRecord {
     type Command = PersonCommand;
     const KIND: &'static str = "person";
+
+    fn starts(command: &Self::Command) -> bool {
+        matches!(command, PersonCommand::Register(_))
+    }
 
     fn id(command: &Self::Command) -> Result<Id, DomainError> {
         let id = match command {

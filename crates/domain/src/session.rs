@@ -73,6 +73,10 @@ impl Aggregate for Session {
     type Command = SessionCommand;
     const KIND: &'static str = "session";
 
+    fn starts(command: &Self::Command) -> bool {
+        matches!(command, SessionCommand::Schedule(_))
+    }
+
     fn id(command: &Self::Command) -> Result<Id, DomainError> {
         use SessionCommand as C;
         let id = match command {

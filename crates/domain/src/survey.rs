@@ -39,6 +39,10 @@ impl Aggregate for SurveyResult {
     type Command = SurveyCommand;
     const KIND: &'static str = "survey";
 
+    fn starts(_command: &Self::Command) -> bool {
+        true
+    }
+
     fn id(command: &Self::Command) -> Result<Id, DomainError> {
         let SurveyCommand::Record(c) = command;
         Id::parse("survey_result_id", &c.survey_result_id)

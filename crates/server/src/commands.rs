@@ -1,6 +1,8 @@
 //! Command handling: load the aggregate's stream, consult the world it references, decide,
 //! append with the version it was decided on. Retries with the same command id return the
 //! original result; concurrent commands on one aggregate are serialised by the expected version.
+//! A command that starts an aggregate is decided on no stream without reading one: the append,
+//! expecting no stream, confirms it.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -188,12 +190,18 @@ impl CommandHandler {
     ) -> Result<api::CommandResult, Status> {
         let id = A::id(command).map_err(status::from_domain)?;
         let stream = stream_name(&principal.tenant, A::KIND, &id)?;
-        for attempt in 0..MAX_ATTEMPTS {
-            if attempt > 0 {
-                let pause = rand::random_range(0..=attempt.min(10)) * 200;
-                tokio::time::sleep(std::time::Duration::from_micros(pause.into())).await;
-            }
-            let loaded = self.load::<A>(&stream).await?;
+        // A command that starts its aggregate is first decided on no stream, without reading
+        // it: the append's version check confirms the guess; a stream that exists after all is
+        // read and the command decided again on what it holds.
+        let mut guess_new = A::starts(command) && envelope.expected_version.is_none();
+        let mut conflicts = 0;
+        loop {
+            let (loaded, guessed) = match self.kept::<A>(&stream) {
+                Some(loaded) => (loaded, false),
+                None if guess_new => (Loaded::default(), true),
+                None => (self.load::<A>(&stream).await?, false),
+            };
+            guess_new = false;
             if let Some(result) = self.original_result(principal, &loaded, envelope).await? {
                 return Ok(result);
             }
@@ -210,9 +218,14 @@ impl CommandHandler {
                 world: &world,
                 policy: &self.policy,
             };
-            let events = tracing::info_span!("decide", aggregate = A::KIND)
-                .in_scope(|| A::decide(command, &loaded.state, &context))
-                .map_err(status::from_domain)?;
+            let decided = tracing::info_span!("decide", aggregate = A::KIND)
+                .in_scope(|| A::decide(command, &loaded.state, &context));
+            let events = match decided {
+                Ok(events) => events,
+                // Refused on no stream: decide on what the stream holds, if it exists.
+                Err(_) if guessed => continue,
+                Err(error) => return Err(status::from_domain(error)),
+            };
             let expected = loaded
                 .version
                 .map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact);
@@ -235,6 +248,13 @@ impl CommandHandler {
                 .instrument(append)
                 .await;
             match outcome {
+                // Not new after all: the stream holds this command's original result, or says
+                // why it cannot be carried out.
+                Ok(appended) if guessed && !appended.written => {}
+                Err(
+                    ledger_store::Error::WrongExpectedVersion { .. }
+                    | ledger_store::Error::DuplicateEventId { .. },
+                ) if guessed => {}
                 Ok(appended) => {
                     (self.append_sizes).record(appending, &[KeyValue::new("aggregate", A::KIND)]);
                     tracing::debug!(stream = %stream, command_id = %envelope.command_id, "command appended");
@@ -247,7 +267,16 @@ impl CommandHandler {
                     if let Some(expected) = envelope.expected_version {
                         return Err(version_conflict(&stream, expected, actual));
                     }
-                    // Someone else changed the aggregate: decide again on the new state.
+                    // Someone else changed the aggregate: decide again on the new state, after
+                    // a short random pause that spreads the next round of writers out.
+                    conflicts += 1;
+                    if conflicts == MAX_ATTEMPTS {
+                        return Err(Status::aborted(
+                            "the aggregate kept changing under this command; retry it",
+                        ));
+                    }
+                    let pause = rand::random_range(0..=conflicts.min(10)) * 200;
+                    tokio::time::sleep(std::time::Duration::from_micros(pause.into())).await;
                 }
                 Err(ledger_store::Error::DuplicateEventId { .. }) => {
                     return Err(reused(envelope));
@@ -257,14 +286,16 @@ impl CommandHandler {
                 }
             }
         }
-        Err(Status::aborted(
-            "the aggregate kept changing under this command; retry it",
-        ))
     }
 
+    /// The aggregate's state as this process keeps it, if it does.
+    fn kept<A: Aggregate>(&self, stream: &StreamName) -> Option<Loaded<A>> {
+        self.states.as_ref()?.get(stream.as_str())
+    }
+
+    /// The aggregate's state: kept, or read from its stream (and then kept).
     async fn load<A: Aggregate>(&self, stream: &StreamName) -> Result<Loaded<A>, Status> {
-        if let Some(loaded) = (self.states.as_ref()).and_then(|states| states.get(stream.as_str()))
-        {
+        if let Some(loaded) = self.kept(stream) {
             return Ok(loaded);
         }
         let stored = (self
@@ -324,7 +355,9 @@ impl CommandHandler {
             let state = evolved(state, &new_events);
             let outcome = store.append(&stream, expected, new_events).await;
             match (&outcome, state) {
-                (Ok(appended), Some(state)) => {
+                // A retry's answer says where the batch went then, not what the stream holds
+                // now: the state decided on may be behind it.
+                (Ok(appended), Some(state)) if appended.written => {
                     let mut handled = Vec::clone(&handled);
                     handled.push(Handled {
                         command_id,
@@ -564,7 +597,210 @@ fn hex(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::hex;
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    use ledger_domain::{Actor, OrgUnitCommand, PersonCommand, Role};
+    use ledger_privacy::{MasterKey, SqliteKeys};
+    use ledger_store::{AllRead, AppendResult, EventSubscription, Position};
+    use ledger_store_embedded::EmbeddedStore;
+    use tonic::Code;
+
+    use super::*;
+
+    /// The embedded store, counting the reads of each stream.
+    #[derive(Debug)]
+    struct CountsReads {
+        store: EmbeddedStore,
+        reads: Mutex<HashMap<String, usize>>,
+    }
+
+    impl CountsReads {
+        fn reads(&self, stream: &str) -> usize {
+            let reads = self.reads.lock().unwrap();
+            reads.get(stream).copied().unwrap_or(0)
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl EventStore for CountsReads {
+        async fn append(
+            &self,
+            stream: &StreamName,
+            expected: ExpectedVersion,
+            events: Vec<NewEvent>,
+        ) -> Result<AppendResult, ledger_store::Error> {
+            self.store.append(stream, expected, events).await
+        }
+        async fn read_stream(
+            &self,
+            stream: &StreamName,
+            read: StreamRead,
+            limit: usize,
+        ) -> Result<Vec<RecordedEvent>, ledger_store::Error> {
+            *(self.reads.lock().unwrap())
+                .entry(stream.as_str().to_owned())
+                .or_default() += 1;
+            self.store.read_stream(stream, read, limit).await
+        }
+        async fn read_all(
+            &self,
+            read: AllRead,
+            limit: usize,
+        ) -> Result<Vec<RecordedEvent>, ledger_store::Error> {
+            self.store.read_all(read, limit).await
+        }
+        async fn stream_revision(
+            &self,
+            stream: &StreamName,
+        ) -> Result<Option<u64>, ledger_store::Error> {
+            self.store.stream_revision(stream).await
+        }
+        async fn head(&self) -> Result<Option<Position>, ledger_store::Error> {
+            self.store.head().await
+        }
+        fn subscribe_all(&self, after: Option<Position>) -> EventSubscription {
+            self.store.subscribe_all(after)
+        }
+        fn subscribe_stream(&self, stream: &StreamName, after: Option<u64>) -> EventSubscription {
+            self.store.subscribe_stream(stream, after)
+        }
+    }
+
+    /// A command handler on `store`, as a fresh process starts one.
+    fn handler(store: &Arc<CountsReads>, keys: &Arc<KeyRing>, keep_states: bool) -> CommandHandler {
+        let store: Arc<dyn EventStore> = store.clone();
+        CommandHandler::new(store, Policy::default(), keys.clone(), keep_states)
+    }
+
+    fn envelope(command_id: &str, expected_version: Option<u64>, body: &impl Message) -> Envelope {
+        Envelope {
+            command_id: command_id.into(),
+            expected_version,
+            body: body.encode_to_vec(),
+            correlation_id: None,
+            trace: None,
+        }
+    }
+
+    fn define(unit: &str) -> api::DefineOrgUnitRequest {
+        api::DefineOrgUnitRequest {
+            org_unit_id: unit.into(),
+            name: unit.into(),
+            ..Default::default()
+        }
+    }
+
+    fn register(person: &str) -> api::RegisterPersonRequest {
+        api::RegisterPersonRequest {
+            person_id: person.into(),
+            display_name: person.into(),
+            org_unit_id: "sales".into(),
+            ..Default::default()
+        }
+    }
+
+    async fn run<A: Aggregate>(
+        handler: &CommandHandler,
+        command_id: &str,
+        expected_version: Option<u64>,
+        body: &impl Message,
+        command: A::Command,
+    ) -> Result<api::CommandResult, Status> {
+        let service = Principal {
+            tenant: TenantId::parse("acme").unwrap(),
+            actor: Actor {
+                subject: "hr-sync".into(),
+                roles: vec![Role::Service],
+            },
+        };
+        let envelope = envelope(command_id, expected_version, body);
+        handler.execute::<A>(&service, &envelope, &command).await
+    }
+
+    async fn register_as(
+        handler: &CommandHandler,
+        command_id: &str,
+        person: &str,
+    ) -> Result<api::CommandResult, Status> {
+        let body = register(person);
+        let command = PersonCommand::Register(body.clone());
+        run::<PersonRecord>(handler, command_id, None, &body, command).await
+    }
+
+    async fn assign(
+        handler: &CommandHandler,
+        command_id: &str,
+        expected_version: Option<u64>,
+    ) -> Result<api::CommandResult, Status> {
+        let body = api::AssignManagerRequest {
+            person_id: "mia".into(),
+            manager_id: "lee".into(),
+            ..Default::default()
+        };
+        let command = PersonCommand::AssignManager(body.clone());
+        run::<PersonRecord>(handler, command_id, expected_version, &body, command).await
+    }
+
+    /// A command that starts an aggregate is carried out without reading its stream, with or
+    /// without kept states; a retry of it in a process that keeps nothing yet (a restart) gets
+    /// the original result, a second start the aggregate's refusal, and neither leaves a state
+    /// that disagrees with the log.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_start_is_decided_without_reading_its_stream_and_confirmed_by_the_append() {
+        for keep_states in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Arc::new(CountsReads {
+                store: EmbeddedStore::open(dir.path().join("log")).unwrap(),
+                reads: Mutex::default(),
+            });
+            let keys = Arc::new(
+                KeyRing::unlock(
+                    Arc::new(SqliteKeys::open(&dir.path().join("keys.db")).unwrap()),
+                    MasterKey::parse(&MasterKey::generate()).unwrap(),
+                    None,
+                )
+                .unwrap(),
+            );
+            let first = handler(&store, &keys, keep_states);
+            let body = define("sales");
+            let command = OrgUnitCommand::Define(body.clone());
+            run::<OrgUnit>(&first, "d", None, &body, command)
+                .await
+                .unwrap();
+            assert_eq!(store.reads("acme/org-unit-sales"), 0, "read to start it");
+            let registered = register_as(&first, "r-mia", "mia").await.unwrap();
+            register_as(&first, "r-lee", "lee").await.unwrap();
+            assert_eq!(registered.version, 0);
+            for stream in ["acme/person-mia", "acme/person-lee"] {
+                assert_eq!(store.reads(stream), 0, "{stream} was read to start it");
+            }
+            assign(&first, "m", None).await.unwrap();
+
+            let restarted = handler(&store, &keys, keep_states);
+            let retried = register_as(&restarted, "r-mia", "mia").await.unwrap();
+            assert_eq!(retried, registered, "the retry after a restart");
+            let again = register_as(&restarted, "r-mia-2", "mia").await.unwrap_err();
+            assert_eq!(
+                (again.code(), again.message()),
+                (Code::AlreadyExists, "person mia already exists")
+            );
+            // The person's stream holds the registration and the manager: a command expecting
+            // that version is carried out, not refused on a state left behind by the retry.
+            let assigned = assign(&restarted, "m-2", Some(1)).await.unwrap();
+            assert_eq!(assigned.version, 2);
+            let stored = (store.store)
+                .read_stream(
+                    &StreamName::new("acme/person-mia").unwrap(),
+                    StreamRead::Forward { from: 0 },
+                    10,
+                )
+                .await
+                .unwrap();
+            assert_eq!(stored.len(), 3, "keep_states {keep_states}");
+            assert!(store.reads("acme/person-mia") > 0);
+        }
+    }
 
     #[test]
     fn hex_is_two_lower_case_digits_a_byte_as_stored_hashes_are() {

@@ -3,7 +3,8 @@
 //! log's one writer (the embedded store, locked to it): every append to an aggregate's stream then
 //! goes through the command handler, which records the new state before it answers, so an entry is
 //! never behind an acknowledged append. Bounded: past the capacity, an arbitrary quarter of the
-//! entries is dropped; a miss reads the log.
+//! entries is dropped; a miss reads the log, except for a command that starts its aggregate
+//! (decided on no stream, its state kept only if the append wrote it).
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -22,8 +23,8 @@ pub(crate) struct Handled {
     pub(crate) position: Position,
 }
 
-/// An aggregate's stream, folded: what a command decides on.
-#[derive(Debug, Clone)]
+/// An aggregate's stream, folded: what a command decides on (by default, no stream yet).
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Loaded<A> {
     pub(crate) state: A,
     pub(crate) version: Option<u64>,
