@@ -597,78 +597,21 @@ fn hex(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-    use std::sync::Mutex;
-
     use ledger_domain::{Actor, OrgUnitCommand, PersonCommand, Role};
-    use ledger_privacy::{MasterKey, SqliteKeys};
-    use ledger_store::{AllRead, AppendResult, EventSubscription, Position};
     use ledger_store_embedded::EmbeddedStore;
     use tonic::Code;
 
     use super::*;
-
-    /// The embedded store, counting the reads of each stream.
-    #[derive(Debug)]
-    struct CountsReads {
-        store: EmbeddedStore,
-        reads: Mutex<HashMap<String, usize>>,
-    }
-
-    impl CountsReads {
-        fn reads(&self, stream: &str) -> usize {
-            let reads = self.reads.lock().unwrap();
-            reads.get(stream).copied().unwrap_or(0)
-        }
-    }
-
-    #[async_trait::async_trait]
-    impl EventStore for CountsReads {
-        async fn append(
-            &self,
-            stream: &StreamName,
-            expected: ExpectedVersion,
-            events: Vec<NewEvent>,
-        ) -> Result<AppendResult, ledger_store::Error> {
-            self.store.append(stream, expected, events).await
-        }
-        async fn read_stream(
-            &self,
-            stream: &StreamName,
-            read: StreamRead,
-            limit: usize,
-        ) -> Result<Vec<RecordedEvent>, ledger_store::Error> {
-            *(self.reads.lock().unwrap())
-                .entry(stream.as_str().to_owned())
-                .or_default() += 1;
-            self.store.read_stream(stream, read, limit).await
-        }
-        async fn read_all(
-            &self,
-            read: AllRead,
-            limit: usize,
-        ) -> Result<Vec<RecordedEvent>, ledger_store::Error> {
-            self.store.read_all(read, limit).await
-        }
-        async fn stream_revision(
-            &self,
-            stream: &StreamName,
-        ) -> Result<Option<u64>, ledger_store::Error> {
-            self.store.stream_revision(stream).await
-        }
-        async fn head(&self) -> Result<Option<Position>, ledger_store::Error> {
-            self.store.head().await
-        }
-        fn subscribe_all(&self, after: Option<Position>) -> EventSubscription {
-            self.store.subscribe_all(after)
-        }
-        fn subscribe_stream(&self, stream: &StreamName, after: Option<u64>) -> EventSubscription {
-            self.store.subscribe_stream(stream, after)
-        }
-    }
+    use crate::privacy::{PrivacyOptions, open_key_ring};
+    use crate::store::StoreOptions;
+    use crate::watched_store::WatchedStore;
 
     /// A command handler on `store`, as a fresh process starts one.
-    fn handler(store: &Arc<CountsReads>, keys: &Arc<KeyRing>, keep_states: bool) -> CommandHandler {
+    fn handler(
+        store: &Arc<WatchedStore>,
+        keys: &Arc<KeyRing>,
+        keep_states: bool,
+    ) -> CommandHandler {
         let store: Arc<dyn EventStore> = store.clone();
         CommandHandler::new(store, Policy::default(), keys.clone(), keep_states)
     }
@@ -750,18 +693,15 @@ mod tests {
     async fn a_start_is_decided_without_reading_its_stream_and_confirmed_by_the_append() {
         for keep_states in [true, false] {
             let dir = tempfile::tempdir().unwrap();
-            let store = Arc::new(CountsReads {
-                store: EmbeddedStore::open(dir.path().join("log")).unwrap(),
-                reads: Mutex::default(),
-            });
-            let keys = Arc::new(
-                KeyRing::unlock(
-                    Arc::new(SqliteKeys::open(&dir.path().join("keys.db")).unwrap()),
-                    MasterKey::parse(&MasterKey::generate()).unwrap(),
-                    None,
-                )
-                .unwrap(),
-            );
+            let log = EmbeddedStore::open(dir.path().join("log")).unwrap();
+            let store = Arc::new(WatchedStore::new(log));
+            let keys = open_key_ring(
+                &PrivacyOptions::default(),
+                &StoreOptions::Embedded,
+                dir.path(),
+            )
+            .await
+            .unwrap();
             let first = handler(&store, &keys, keep_states);
             let body = define("sales");
             let command = OrgUnitCommand::Define(body.clone());

@@ -18,6 +18,8 @@ pub mod status;
 pub mod store;
 pub mod telemetry;
 pub mod verify;
+#[cfg(test)]
+mod watched_store;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};

@@ -445,71 +445,11 @@ fn check_size(connection: &Connection, tenant: &str, size: u64) -> Result<(), Tr
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicBool, Ordering};
-
-    use futures::stream;
-    use ledger_store::{
-        AllRead, AppendResult, EventSubscription, ExpectedVersion, Metadata, NewEvent, StreamName,
-        StreamRead,
-    };
+    use ledger_store::{ExpectedVersion, Metadata, NewEvent, StreamName};
     use ledger_store_embedded::EmbeddedStore;
 
     use super::*;
-
-    /// The embedded store, except that its first subscription to the log delivers three events
-    /// and an error at once, then ends.
-    #[derive(Debug)]
-    struct FailsOnce {
-        store: EmbeddedStore,
-        failed: AtomicBool,
-    }
-
-    #[async_trait::async_trait]
-    impl EventStore for FailsOnce {
-        async fn append(
-            &self,
-            stream: &StreamName,
-            expected: ExpectedVersion,
-            events: Vec<NewEvent>,
-        ) -> Result<AppendResult, ledger_store::Error> {
-            self.store.append(stream, expected, events).await
-        }
-        async fn read_stream(
-            &self,
-            stream: &StreamName,
-            read: StreamRead,
-            limit: usize,
-        ) -> Result<Vec<RecordedEvent>, ledger_store::Error> {
-            self.store.read_stream(stream, read, limit).await
-        }
-        async fn read_all(
-            &self,
-            read: AllRead,
-            limit: usize,
-        ) -> Result<Vec<RecordedEvent>, ledger_store::Error> {
-            self.store.read_all(read, limit).await
-        }
-        async fn stream_revision(
-            &self,
-            stream: &StreamName,
-        ) -> Result<Option<u64>, ledger_store::Error> {
-            self.store.stream_revision(stream).await
-        }
-        async fn head(&self) -> Result<Option<Position>, ledger_store::Error> {
-            self.store.head().await
-        }
-        fn subscribe_all(&self, after: Option<Position>) -> EventSubscription {
-            if self.failed.swap(true, Ordering::SeqCst) {
-                return self.store.subscribe_all(after);
-            }
-            let lost = ledger_store::Error::Backend("connection lost".into());
-            let first = self.store.subscribe_all(after).take(3);
-            first.chain(stream::iter([Err(lost)])).boxed()
-        }
-        fn subscribe_stream(&self, stream: &StreamName, after: Option<u64>) -> EventSubscription {
-            self.store.subscribe_stream(stream, after)
-        }
-    }
+    use crate::watched_store::WatchedStore;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_subscription_that_fails_mid_batch_is_resumed() {
@@ -530,10 +470,7 @@ mod tests {
             .unwrap();
         let head = store.head().await.unwrap();
         let trees = AuditTrees::open(dir.path()).unwrap();
-        let failing = FailsOnce {
-            store,
-            failed: AtomicBool::new(false),
-        };
+        let failing = WatchedStore::failing_first_subscription(store);
         let _follower = trees.spawn_follower(Arc::new(failing));
         // The follower folds the three, meets the error, and subscribes again after a second.
         assert!(
