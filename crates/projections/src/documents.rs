@@ -364,6 +364,15 @@ impl<'a> Documents<'a> {
             documents.retain(|_, slot| slot.changed);
         }
     }
+
+    /// [`Documents::forget_written`] once more than `keep` documents are cached: a live fold
+    /// finds what its last pages read and wrote without reading it back, while a catch-up's
+    /// cache stays bounded.
+    pub fn forget_written_beyond(&mut self, keep: usize) {
+        if self.cache.values().map(Map::len).sum::<usize>() > keep {
+            self.forget_written();
+        }
+    }
 }
 
 #[cfg(test)]
@@ -494,5 +503,24 @@ mod tests {
         documents.delete::<u32>("m", "a").unwrap();
         let deleted = documents.take_writes().unwrap();
         assert!(matches!(&deleted[..], [Write::Delete { key, .. }] if key == "a"));
+    }
+
+    #[test]
+    fn written_documents_are_forgotten_only_beyond_the_bound() {
+        let store = Counting::default();
+        let reads = || store.reads.load(std::sync::atomic::Ordering::Relaxed);
+        let mut documents = Documents::new(&store);
+        for key in ["a", "b"] {
+            *documents.get_mut::<u32>("m", key).unwrap() = 1;
+        }
+        commit(&store, &documents.take_writes().unwrap());
+        documents.forget_written_beyond(2);
+        assert_eq!(documents.get::<u32>("m", "a").unwrap(), Some(1));
+        assert_eq!(reads(), 2, "a kept document was read again");
+        *documents.get_mut::<u32>("m", "c").unwrap() = 1;
+        commit(&store, &documents.take_writes().unwrap());
+        documents.forget_written_beyond(2);
+        assert_eq!(documents.get::<u32>("m", "a").unwrap(), Some(1));
+        assert_eq!(reads(), 4, "past the bound, the cache was kept");
     }
 }
