@@ -375,10 +375,7 @@ impl BriefCache {
         let Some(changes) = listed.filter(|changes| changes.len() < limit) else {
             self.forget();
             return (members.iter())
-                .map(|member| {
-                    let read = PeriodDocuments::read(reads, &self.tenant, member, &self.period);
-                    Ok(read?.brief())
-                })
+                .map(|member| brief_in(reads, &self.tenant, member, &self.period.name))
                 .collect();
         };
         let prefix = format!("{}/", self.tenant);

@@ -199,7 +199,7 @@ impl CommandHandler {
             let (loaded, guessed) = match self.kept::<A>(&stream) {
                 Some(loaded) => (loaded, false),
                 None if guess_new => (Loaded::default(), true),
-                None => (self.load::<A>(&stream).await?, false),
+                None => (self.read_state::<A>(&stream).await?, false),
             };
             guess_new = false;
             if let Some(result) = self.original_result(principal, &loaded, envelope).await? {
@@ -295,9 +295,14 @@ impl CommandHandler {
 
     /// The aggregate's state: kept, or read from its stream (and then kept).
     async fn load<A: Aggregate>(&self, stream: &StreamName) -> Result<Loaded<A>, Status> {
-        if let Some(loaded) = self.kept(stream) {
-            return Ok(loaded);
+        match self.kept(stream) {
+            Some(loaded) => Ok(loaded),
+            None => self.read_state(stream).await,
         }
+    }
+
+    /// The aggregate's state as its stream holds it, then kept.
+    async fn read_state<A: Aggregate>(&self, stream: &StreamName) -> Result<Loaded<A>, Status> {
         let stored = (self
             .store
             .read_stream(stream, StreamRead::Forward { from: 0 }, usize::MAX)
