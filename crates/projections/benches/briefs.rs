@@ -1,6 +1,7 @@
 //! What a brief subscription pays to render a member's brief after one change, by how many
-//! documents the member has in the period: read afresh (every document scanned and decoded)
-//! against a subscription's [`BriefCache`] (only the changed document read).
+//! documents the member has in the period and before it: read afresh (every document of the
+//! period scanned and decoded) against a subscription's [`BriefCache`] (only the changed
+//! document read).
 //!
 //! `cargo bench -p ledger-projections --bench briefs`
 
@@ -22,6 +23,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const DEC_1: i64 = 1_796_119_200_000_000;
 const PERIOD: &str = "2026-H2";
 const RENDERS: u32 = 300;
+const DAY: i64 = 86_400_000_000;
 
 /// Folds events into the store, one commit.
 struct Folder<'a> {
@@ -31,16 +33,17 @@ struct Folder<'a> {
 }
 
 impl Folder<'_> {
-    fn fold(&mut self, events: impl IntoIterator<Item = Event>) {
+    /// Folds events, each with the moment it was recorded.
+    fn fold(&mut self, events: impl IntoIterator<Item = (Event, i64)>) {
         let mut documents = Documents::new(self.store);
-        for event in events {
+        for (event, at) in events {
             self.folded += 1;
             let applied = Applied {
                 event: &event,
                 id: Uuid::new_v4(),
                 tenant: "bench",
                 stream: "bench/stream",
-                recorded_at: DEC_1,
+                recorded_at: at,
                 position: Position::from_sequence(self.folded),
             };
             EvaluationBriefs.apply(applied, &mut documents).unwrap();
@@ -59,24 +62,24 @@ impl Folder<'_> {
     }
 }
 
-/// A member's story `i`: a session scheduled and held with an action item, and an insight
-/// shared for evaluation (three documents of the period).
-fn story(member: &str, i: usize) -> Vec<Event> {
+/// A member's story `i` at `at`: a session scheduled and held with an action item, and an
+/// insight shared for evaluation (three documents of the month).
+fn story(member: &str, i: usize, at: i64) -> Vec<(Event, i64)> {
     let session = format!("{member}-s{i}");
-    vec![
+    let events: [Event; 4] = [
         pb::SessionScheduled {
             session_id: session.clone(),
             member_id: member.into(),
             partner_id: "partner".into(),
             relationship: pb::Relationship::Horizontal.into(),
             purposes: vec![pb::Purpose::Growth.into()],
-            scheduled_at: Some(to_timestamp(DEC_1)),
+            scheduled_at: Some(to_timestamp(at)),
             ..Default::default()
         }
         .into(),
         pb::SessionHeld {
             session_id: session.clone(),
-            held_at: Some(to_timestamp(DEC_1)),
+            held_at: Some(to_timestamp(at)),
             duration_minutes: 30,
         }
         .into(),
@@ -97,10 +100,11 @@ fn story(member: &str, i: usize) -> Vec<Event> {
             ..Default::default()
         }
         .into(),
-    ]
+    ];
+    events.into_iter().map(|event| (event, at)).collect()
 }
 
-/// Renders member `m0`'s brief `RENDERS` times, each after a change to one of its sessions,
+/// Renders member `m0`'s brief `RENDERS` times, each after progress on its goal of the period,
 /// and returns the time per rendering.
 fn render(
     store: &EmbeddedDocuments,
@@ -111,17 +115,13 @@ fn render(
     let mut took = Duration::ZERO;
     let mut cache = cache;
     for i in 0..RENDERS {
-        let relationship = if i % 2 == 0 {
-            pb::Relationship::VerticalDirect
-        } else {
-            pb::Relationship::Horizontal
+        let progress = pb::GoalProgressRecorded {
+            goal_id: "m0-g".into(),
+            key_result_id: "kr".into(),
+            value: f64::from(i),
+            ..Default::default()
         };
-        folder.fold([pb::SessionRescheduled {
-            session_id: "m0-s0".into(),
-            scheduled_at: Some(to_timestamp(DEC_1)),
-            relationship: relationship.into(),
-        }
-        .into()]);
+        folder.fold([(progress.into(), DEC_1)]);
         let seen = store
             .changes("bench", 0, usize::MAX)
             .unwrap()
@@ -143,10 +143,11 @@ fn render(
 
 fn main() {
     println!(
-        "{:>28} {:>14} {:>14}",
-        "documents of the member", "afresh", "cached"
+        "{:>14} {:>14} {:>14} {:>14}",
+        "in the period", "before it", "afresh", "cached"
     );
-    for stories in [25, 100, 400] {
+    // Stories in the period, and before it (spread over the three and a half years before).
+    for (stories, earlier) in [(25, 0), (100, 0), (400, 0), (100, 800)] {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedDocuments::open(dir.path(), &[&EvaluationBriefs]).unwrap();
         let mut folder = Folder {
@@ -156,14 +157,25 @@ fn main() {
         };
         // The member and 50 others, so the files hold more than one member's documents.
         for member in (0..51).map(|m| format!("m{m}")) {
-            folder.fold((0..stories).flat_map(|i| story(&member, i)));
+            let at = |i: usize| DEC_1 - DAY * 30 * (6 + i as i64 % 42);
+            folder.fold((0..earlier).flat_map(|i| story(&member, stories + i, at(i))));
+            folder.fold((0..stories).flat_map(|i| story(&member, i, DEC_1)));
         }
+        let goal = pb::GoalSet {
+            goal_id: "m0-g".into(),
+            owner_id: "m0".into(),
+            period: PERIOD.into(),
+            title: "grow".into(),
+            ..Default::default()
+        };
+        folder.fold([(goal.into(), DEC_1)]);
         let afresh = render(&store, &mut folder, None);
         let mut cache = BriefCache::new("bench", PERIOD, BriefBudget::new(usize::MAX / 2));
         let cached = render(&store, &mut folder, Some(&mut cache));
         println!(
-            "{:>28} {:>11.1} µs {:>11.1} µs",
-            stories * 3,
+            "{:>14} {:>14} {:>11.1} µs {:>11.1} µs",
+            stories * 3 + 1,
+            earlier * 3,
             afresh.as_secs_f64() * 1e6,
             cached.as_secs_f64() * 1e6
         );

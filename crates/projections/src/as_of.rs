@@ -40,12 +40,22 @@ impl DocumentStore for MemoryDocuments {
             .cloned())
     }
 
-    fn scan(&self, model: &str, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, Error> {
+    fn scan_range(
+        &self,
+        model: &str,
+        from: &str,
+        until: &str,
+    ) -> Result<Vec<(String, Vec<u8>)>, Error> {
+        if from >= until {
+            return Ok(Vec::new()); // `range` would panic
+        }
         let documents = self.documents.lock().unwrap();
-        let from = (model.to_owned(), prefix.to_owned());
+        let (from, until) = (
+            (model.to_owned(), from.to_owned()),
+            (model.to_owned(), until.to_owned()),
+        );
         Ok(documents
-            .range(from..)
-            .take_while(|((m, key), _)| m == model && key.starts_with(prefix))
+            .range(from..until)
             .map(|((_, key), body)| (key.clone(), body.clone()))
             .collect())
     }

@@ -70,7 +70,17 @@ pub trait DocumentStore: Send + Sync + std::fmt::Debug + 'static {
         Ok(Box::new(EachOnItsOwn(self)))
     }
     /// Every document of `model` whose key starts with `prefix`, in key order.
-    fn scan(&self, model: &str, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, Error>;
+    fn scan(&self, model: &str, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, Error> {
+        self.scan_range(model, prefix, &prefix_end(prefix))
+    }
+    /// Every document of `model` with a key from `from` (inclusive) to `until` (exclusive), in
+    /// key order.
+    fn scan_range(
+        &self,
+        model: &str,
+        from: &str,
+        until: &str,
+    ) -> Result<Vec<(String, Vec<u8>)>, Error>;
     /// Applies `writes` and moves the projection's checkpoint from `from` to `to`, atomically;
     /// [`Error::Conflict`] and nothing written if the checkpoint is no longer `from` (two runners
     /// of one projection never both apply an event). Changes to documents of the `followed`
@@ -100,7 +110,16 @@ pub trait DocumentStore: Send + Sync + std::fmt::Debug + 'static {
 pub trait DocumentReads {
     fn get(&mut self, model: &str, key: &str) -> Result<Option<Vec<u8>>, Error>;
     /// As [`DocumentStore::scan`].
-    fn scan(&mut self, model: &str, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, Error>;
+    fn scan(&mut self, model: &str, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, Error> {
+        self.scan_range(model, prefix, &prefix_end(prefix))
+    }
+    /// As [`DocumentStore::scan_range`].
+    fn scan_range(
+        &mut self,
+        model: &str,
+        from: &str,
+        until: &str,
+    ) -> Result<Vec<(String, Vec<u8>)>, Error>;
     /// The changes to `tenant`'s documents of the followed models of `model`'s projection after
     /// change number `after`, as of the reads' moment, oldest first, at most `limit` (fewer:
     /// there are no more), where the store can promise that none is missing (a projection's
@@ -125,9 +144,21 @@ impl<S: DocumentStore + ?Sized> DocumentReads for EachOnItsOwn<'_, S> {
         self.0.get(model, key)
     }
 
-    fn scan(&mut self, model: &str, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, Error> {
-        self.0.scan(model, prefix)
+    fn scan_range(
+        &mut self,
+        model: &str,
+        from: &str,
+        until: &str,
+    ) -> Result<Vec<(String, Vec<u8>)>, Error> {
+        self.0.scan_range(model, from, until)
     }
+}
+
+/// The first key after every key that starts with `prefix`.
+fn prefix_end(prefix: &str) -> String {
+    let mut end = prefix.to_owned();
+    end.push(char::MAX);
+    end
 }
 
 /// The right to run a projection, held until dropped.
@@ -449,8 +480,13 @@ mod tests {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.inner.get(model, key)
         }
-        fn scan(&self, model: &str, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, Error> {
-            self.inner.scan(model, prefix)
+        fn scan_range(
+            &self,
+            model: &str,
+            from: &str,
+            until: &str,
+        ) -> Result<Vec<(String, Vec<u8>)>, Error> {
+            self.inner.scan_range(model, from, until)
         }
         fn commit(
             &self,

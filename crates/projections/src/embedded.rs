@@ -293,8 +293,13 @@ impl DocumentReads for Reads<'_> {
         get(self.connection(model)?, model, key)
     }
 
-    fn scan(&mut self, model: &str, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, Error> {
-        scan(self.connection(model)?, model, prefix)
+    fn scan_range(
+        &mut self,
+        model: &str,
+        from: &str,
+        until: &str,
+    ) -> Result<Vec<(String, Vec<u8>)>, Error> {
+        scan(self.connection(model)?, model, from, until)
     }
 
     fn changes_with(
@@ -356,16 +361,14 @@ fn get(connection: &Connection, model: &str, key: &str) -> Result<Option<Vec<u8>
 fn scan(
     connection: &Connection,
     model: &str,
-    prefix: &str,
+    from: &str,
+    until: &str,
 ) -> Result<Vec<(String, Vec<u8>)>, Error> {
-    // A key range rather than LIKE, whose `_` would match any character of an id.
-    let mut end = prefix.to_owned();
-    end.push(char::MAX);
     let mut select = connection.prepare_cached(
         "SELECT key, body FROM documents
          WHERE model = ?1 AND key >= ?2 AND key < ?3 AND body IS NOT NULL ORDER BY key",
     )?;
-    let rows = select.query_map(params![model, prefix, end], |row| {
+    let rows = select.query_map(params![model, from, until], |row| {
         Ok((row.get(0)?, row.get(1)?))
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
@@ -427,9 +430,14 @@ impl DocumentStore for EmbeddedDocuments {
         }))
     }
 
-    fn scan(&self, model: &str, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, Error> {
+    fn scan_range(
+        &self,
+        model: &str,
+        from: &str,
+        until: &str,
+    ) -> Result<Vec<(String, Vec<u8>)>, Error> {
         self.of_model(model)?
-            .read(|reader| scan(reader, model, prefix))
+            .read(|reader| scan(reader, model, from, until))
     }
 
     fn commit(

@@ -2,11 +2,12 @@
 //! and reflections, held sessions counted by purpose and relationship (never their content),
 //! action-item follow-through, and only the insights the member shared for evaluation.
 //!
-//! Documents are small and per item, keyed `{tenant}/{member}/...`, so an event rewrites one
-//! small document however long the member's history; [`brief`] assembles a period's brief by
-//! scanning the member's items. An insight is served (model [`INSIGHTS`]) only while its
-//! subject shares it for evaluation; its source fields live in an internal index that queries
-//! never read.
+//! Documents are small and per item, keyed `{tenant}/{member}/{month}/...` by the month the
+//! item falls in (a goal's first month, the month a session was held, an action item agreed,
+//! an insight recorded), so an event rewrites one small document however long the member's
+//! history, and [`brief`] assembles a period's brief from a scan of the period's months alone.
+//! An insight is served (model [`INSIGHTS`]) only while its subject shares it for evaluation;
+//! its source fields live in an internal index that queries never read.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -17,21 +18,23 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::documents::{DocumentReads, DocumentStore, Documents, Error, decode};
-use crate::period::{bounds, enclosing};
+use crate::period::{bounds, enclosing, month_of};
 use crate::runner::{Applied, Projection};
 use crate::sharing::Sharing;
 use crate::text::Text;
 
-/// Served: goals, `{tenant}/{owner}/{goal}`.
+/// Served: goals, `{tenant}/{owner}/{first month of the goal's period}/{goal}`.
 pub const GOALS: &str = "evaluation-goal";
-/// Served: the member's sessions, `{tenant}/{member}/{session}` (counted when held).
+/// Served: the member's held sessions, `{tenant}/{member}/{month held}/{session}`.
 pub const SESSIONS: &str = "evaluation-session";
-/// Served: action items, `{tenant}/{owner}/{session}/{item}`.
+/// Served: action items, `{tenant}/{owner}/{month agreed}/{session}/{item}`.
 pub const ITEMS: &str = "evaluation-item";
-/// Served: insights shared for evaluation, `{tenant}/{subject}/{insight}`.
+/// Served: insights shared for evaluation, `{tenant}/{subject}/{month recorded}/{insight}`.
 pub const INSIGHTS: &str = "evaluation-insight";
-/// Internal: which owner a goal, session or item belongs to, and each insight's source.
+/// Internal: the served key of a goal or action item, sessions as scheduled until held, and
+/// each insight's source.
 const ROUTES: &str = "evaluation-route";
+const SCHEDULED_SESSIONS: &str = "evaluation-session-scheduled";
 const INSIGHT_SOURCES: &str = "evaluation-insight-source";
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -53,12 +56,21 @@ pub struct Progress {
     pub event_id: Uuid,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// A held session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SessionDoc {
     pub relationship: String,
     pub purposes: Vec<String>,
-    pub held_at: Option<Micros>,
-    pub held_event: Option<Uuid>,
+    pub held_at: Micros,
+    pub held_event: Uuid,
+}
+
+/// A session as scheduled (and rescheduled), served once held.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct ScheduledSession {
+    member: String,
+    relationship: String,
+    purposes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -165,11 +177,34 @@ impl Period {
     fn holds(&self, at: Micros) -> bool {
         (self.bounds.0..self.bounds.1).contains(&at)
     }
+
+    /// The keys of `member`'s documents filed under the period's months: from its first month
+    /// to the month after it (empty for a malformed period).
+    fn keys(&self, tenant: &str, member: &str) -> (String, String) {
+        let (start, end) = self.bounds;
+        let month = |at| format!("{tenant}/{member}/{}/", month_of(at));
+        (month(start), month(end))
+    }
 }
 
-/// A member's documents that a period's brief shows, decoded, by the rest of their key after
-/// `{tenant}/{member}/`: goals of the period or of one enclosing it, sessions held in it,
-/// action items agreed in it, insights recorded in it.
+/// The key a served document is filed under: `{tenant}/{member}/{month}/{id}`.
+fn filed(tenant: &str, member: &str, month: &str, id: &str) -> String {
+    format!("{tenant}/{member}/{month}/{id}")
+}
+
+/// A goal's month: the first of its period.
+fn goal_month(period: &str) -> String {
+    // Goal periods are checked when set; a malformed one is filed under itself, in no brief.
+    bounds(period).map_or_else(|| period.to_owned(), |(start, _)| month_of(start))
+}
+
+/// The id of a served document from its key after `{tenant}/{member}/`: what follows the month.
+fn id_of(filed: &str) -> &str {
+    filed.split_once('/').map_or(filed, |(_, id)| id)
+}
+
+/// A member's documents that a period's brief shows, decoded, by their id: goals of the period
+/// or of one within it, sessions held in it, action items agreed in it, insights recorded in it.
 #[derive(Debug, Clone, Default)]
 struct PeriodDocuments {
     goals: BTreeMap<String, GoalDoc>,
@@ -185,24 +220,27 @@ impl PeriodDocuments {
         member: &str,
         period: &Period,
     ) -> Result<Self, Error> {
-        let prefix = format!("{tenant}/{member}/");
+        let member_prefix = format!("{tenant}/{member}/").len();
+        let (from, until) = period.keys(tenant, member);
         let mut documents = Self::default();
         for model in SERVED {
-            for (key, body) in reads.scan(model, &prefix)? {
-                documents.change(model, &key[prefix.len()..], Some(&body), period)?;
+            for (key, body) in reads.scan_range(model, &from, &until)? {
+                documents.change(model, &key[member_prefix..], Some(&body), period)?;
             }
         }
         Ok(documents)
     }
 
-    /// Takes in the document `id` of `model` as it now is (`None`: deleted).
+    /// Takes in the document of `model` filed under `filed` (its key after `{tenant}/{member}/`)
+    /// as it now is (`None`: deleted).
     fn change(
         &mut self,
         model: &str,
-        id: &str,
+        filed: &str,
         body: Option<&[u8]>,
         period: &Period,
     ) -> Result<(), Error> {
+        let id = id_of(filed);
         fn keep<T>(map: &mut BTreeMap<String, T>, id: &str, shown: Option<T>) {
             match shown {
                 Some(document) => {
@@ -221,10 +259,8 @@ impl PeriodDocuments {
             }
             SESSIONS => {
                 let session = body.map(decode::<SessionDoc>).transpose()?;
-                let held = |s: &SessionDoc| {
-                    s.held_event.is_some() && s.held_at.is_some_and(|at| period.holds(at))
-                };
-                keep(&mut self.sessions, id, session.filter(held));
+                let shown = session.filter(|s| period.holds(s.held_at));
+                keep(&mut self.sessions, id, shown);
             }
             ITEMS => {
                 let item = body.map(decode::<ItemDoc>).transpose()?;
@@ -255,7 +291,7 @@ impl PeriodDocuments {
             ..Brief::default()
         };
         for session in self.sessions.values() {
-            let event = session.held_event.expect("only held sessions are kept");
+            let event = session.held_event;
             for purpose in &session.purposes {
                 let counted = brief.purposes.entry(purpose.clone()).or_default();
                 counted.count += 1;
@@ -380,7 +416,7 @@ impl BriefCache {
         };
         let prefix = format!("{}/", self.tenant);
         for change in &changes {
-            let Some((member, id)) =
+            let Some((member, filed)) =
                 (change.key.strip_prefix(&prefix)).and_then(|rest| rest.split_once('/'))
             else {
                 continue;
@@ -391,7 +427,7 @@ impl BriefCache {
             if let Some(cached) = self.members.get_mut(member) {
                 let body = reads.get(&change.model, &change.key)?;
                 let before = cached.len();
-                cached.change(&change.model, id, body.as_deref(), &self.period)?;
+                cached.change(&change.model, filed, body.as_deref(), &self.period)?;
                 let after = cached.len();
                 if after <= before {
                     self.budget.give_back(before - after);
@@ -448,7 +484,7 @@ fn decode_goals(
 ) -> Result<BTreeMap<String, GoalDoc>, Error> {
     let mut goals = BTreeMap::new();
     for (key, body) in scanned {
-        goals.insert(key[prefix.len()..].to_owned(), decode(&body)?);
+        goals.insert(id_of(&key[prefix.len()..]).to_owned(), decode(&body)?);
     }
     Ok(goals)
 }
@@ -524,7 +560,8 @@ impl EvaluationBriefs {
             return Ok(());
         };
         change(&mut source);
-        let served_key = format!("{tenant}/{}/{insight}", source.subject);
+        let month = month_of(source.document.recorded_at);
+        let served_key = filed(tenant, &source.subject, &month, insight);
         let shared = source.sharing.allows(pb::SharingScope::Evaluation);
         if shared {
             documents.put(INSIGHTS, &served_key, source.document.clone())?;
@@ -541,11 +578,19 @@ impl Projection for EvaluationBriefs {
     }
 
     fn version(&self) -> u32 {
-        5
+        6
     }
 
     fn models(&self) -> &'static [&'static str] {
-        &[GOALS, SESSIONS, ITEMS, INSIGHTS, ROUTES, INSIGHT_SOURCES]
+        &[
+            GOALS,
+            SESSIONS,
+            ITEMS,
+            INSIGHTS,
+            ROUTES,
+            SCHEDULED_SESSIONS,
+            INSIGHT_SOURCES,
+        ]
     }
 
     fn followed(&self) -> &'static [&'static str] {
@@ -556,7 +601,7 @@ impl Projection for EvaluationBriefs {
         let (tenant, id, at) = (applied.tenant, applied.id, applied.recorded_at);
         match applied.event {
             Event::GoalSet(e) => {
-                let key = format!("{tenant}/{}/{}", e.owner_id, e.goal_id);
+                let key = filed(tenant, &e.owner_id, &goal_month(&e.period), &e.goal_id);
                 documents.put(ROUTES, &format!("{tenant}/goal/{}", e.goal_id), key.clone())?;
                 let goal = GoalDoc {
                     period: e.period.clone(),
@@ -596,40 +641,44 @@ impl Projection for EvaluationBriefs {
                 goal.event_ids.push(id);
             }),
             Event::SessionScheduled(e) => {
-                let key = format!("{tenant}/{}/{}", e.member_id, e.session_id);
-                documents.put(
-                    ROUTES,
-                    &format!("{tenant}/session/{}", e.session_id),
-                    key.clone(),
-                )?;
-                let session = SessionDoc {
+                let session = ScheduledSession {
+                    member: e.member_id.clone(),
                     relationship: e.relationship().as_str_name().to_owned(),
                     purposes: e.purposes.iter().map(|p| purpose_name(*p)).collect(),
-                    ..SessionDoc::default()
                 };
-                documents.put(SESSIONS, &key, session)
+                let key = format!("{tenant}/{}", e.session_id);
+                documents.put(SCHEDULED_SESSIONS, &key, session)
             }
             Event::SessionRescheduled(e) => {
-                if let Some(key) = routed(documents, &format!("{tenant}/session/{}", e.session_id))?
+                let key = format!("{tenant}/{}", e.session_id);
+                if let Some(mut session) =
+                    documents.get::<ScheduledSession>(SCHEDULED_SESSIONS, &key)?
                 {
-                    documents
-                        .get_mut::<SessionDoc>(SESSIONS, &key)?
-                        .relationship = e.relationship().as_str_name().to_owned();
+                    session.relationship = e.relationship().as_str_name().to_owned();
+                    documents.put(SCHEDULED_SESSIONS, &key, session)?;
                 }
                 Ok(())
             }
             Event::SessionHeld(e) => {
-                if let Some(key) = routed(documents, &format!("{tenant}/session/{}", e.session_id))?
-                {
-                    let session = documents.get_mut::<SessionDoc>(SESSIONS, &key)?;
-                    session.held_at =
-                        Some(e.held_at.as_ref().map_or(at, ledger_domain::from_timestamp));
-                    session.held_event = Some(id);
-                }
-                Ok(())
+                let key = format!("{tenant}/{}", e.session_id);
+                // Only a scheduled session is held (the session aggregate refuses the rest).
+                let Some(session) = documents.get::<ScheduledSession>(SCHEDULED_SESSIONS, &key)?
+                else {
+                    return Ok(());
+                };
+                let held_at = e.held_at.as_ref().map_or(at, ledger_domain::from_timestamp);
+                let served = filed(tenant, &session.member, &month_of(held_at), &e.session_id);
+                let held = SessionDoc {
+                    relationship: session.relationship,
+                    purposes: session.purposes,
+                    held_at,
+                    held_event: id,
+                };
+                documents.put(SESSIONS, &served, held)
             }
             Event::ActionItemAgreed(e) => {
-                let key = format!("{tenant}/{}/{}/{}", e.owner_id, e.session_id, e.item_id);
+                let item = format!("{}/{}", e.session_id, e.item_id);
+                let key = filed(tenant, &e.owner_id, &month_of(at), &item);
                 documents.put(
                     ROUTES,
                     &format!("{tenant}/item/{}/{}", e.session_id, e.item_id),
@@ -670,7 +719,7 @@ impl Projection for EvaluationBriefs {
                 };
                 // A new insight has no served document to withdraw: served only if shared.
                 if source.sharing.allows(pb::SharingScope::Evaluation) {
-                    let served_key = format!("{tenant}/{}/{}", e.subject_id, e.insight_id);
+                    let served_key = filed(tenant, &e.subject_id, &month_of(at), &e.insight_id);
                     documents.put(INSIGHTS, &served_key, source.document.clone())?;
                 }
                 documents.put(

@@ -15,6 +15,13 @@ pub fn periods_of(micros: Micros) -> [String; 4] {
     ]
 }
 
+/// The month `micros` falls in (UTC) as `2026-11`, the year padded to four digits so that
+/// months sort as text in time order (read models file documents under it).
+pub(crate) fn month_of(micros: Micros) -> String {
+    let (year, month) = civil_from_days(micros.div_euclid(86_400_000_000));
+    format!("{year:04}-{month:02}")
+}
+
 /// The periods a period lies within, itself first: `2026-11` → `2026-11`, `2026-Q4`, `2026-H2`,
 /// `2026`. A goal set for a period shows in the briefs of every period around it.
 pub fn enclosing(period: &str) -> Vec<String> {
@@ -123,6 +130,22 @@ fn civil_from_days(days: i64) -> (i64, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn months_sort_as_text_in_time_order() {
+        // 2026-12-01T10:00:00Z, 0999-03-01, 1970-01-01.
+        assert_eq!(month_of(1_796_119_200_000_000), "2026-12");
+        let year_999 = days_from_civil(999, 3) * 86_400_000_000;
+        assert_eq!(month_of(year_999), "0999-03");
+        assert_eq!(month_of(0), "1970-01");
+        let mut months = [
+            month_of(1_796_119_200_000_000),
+            month_of(year_999),
+            month_of(0),
+        ];
+        months.sort();
+        assert_eq!(months, ["0999-03", "1970-01", "2026-12"]);
+    }
 
     #[test]
     fn moments_fall_into_their_periods() {

@@ -146,14 +146,17 @@ impl DocumentStore for PostgresDocuments {
         })
     }
 
-    fn scan(&self, model: &str, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, Error> {
-        let mut end = prefix.to_owned();
-        end.push(char::MAX);
+    fn scan_range(
+        &self,
+        model: &str,
+        from: &str,
+        until: &str,
+    ) -> Result<Vec<(String, Vec<u8>)>, Error> {
         self.with(|client| {
             let rows = client.query(
                 "SELECT key, body FROM documents WHERE model = $1 AND key >= $2 AND key < $3
                  ORDER BY key",
-                &[&model, &prefix, &end],
+                &[&model, &from, &until],
             )?;
             Ok(rows
                 .into_iter()

@@ -5,12 +5,14 @@
 use ledger_domain::{Event, pb, to_timestamp};
 use ledger_projections::evaluation::{BriefBudget, BriefCache, EvaluationBriefs, brief};
 use ledger_projections::{
-    Applied, Change, Checkpoint, DocumentReads, DocumentStore, Documents, EmbeddedDocuments, Error,
-    Projection,
+    Applied, Checkpoint, DocumentStore, Documents, EmbeddedDocuments, Projection,
 };
 use ledger_store::Position;
 use proptest::prelude::*;
 use uuid::Uuid;
+
+mod common;
+use common::Counted;
 
 const TENANTS: [&str; 2] = ["acme", "globex"];
 const MEMBERS: [&str; 3] = ["mia", "ren", "ada"];
@@ -135,33 +137,6 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// Reads that count the scans, to see what the cache spares.
-struct Counted<'a> {
-    reads: Box<dyn DocumentReads + 'a>,
-    scans: usize,
-}
-
-impl DocumentReads for Counted<'_> {
-    fn get(&mut self, model: &str, key: &str) -> Result<Option<Vec<u8>>, Error> {
-        self.reads.get(model, key)
-    }
-
-    fn scan(&mut self, model: &str, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, Error> {
-        self.scans += 1;
-        self.reads.scan(model, prefix)
-    }
-
-    fn changes_with(
-        &mut self,
-        model: &str,
-        tenant: &str,
-        after: u64,
-        limit: usize,
-    ) -> Result<Option<Vec<Change>>, Error> {
-        self.reads.changes_with(model, tenant, after, limit)
-    }
-}
-
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
@@ -214,7 +189,7 @@ proptest! {
                     // As a subscription: the feed was read before the rendering's reads began.
                     let seen = store.changes("acme", 0, usize::MAX).unwrap().last().map_or(0, |c| c.seq);
                     let names: Vec<String> = members.iter().map(|m| MEMBERS[*m].to_owned()).collect();
-                    let mut reads = Counted { reads: store.reads().unwrap(), scans: 0 };
+                    let mut reads = Counted::new(store.reads().unwrap());
                     let briefs = cache.briefs(&mut reads, &names, seen).unwrap();
                     // With room, members rendered before are cached: only the others are scanned
                     // (4 models each).
@@ -283,10 +258,7 @@ fn a_cache_keeps_no_more_than_the_budget_left_by_the_others() {
     // Scans of `member`'s brief, which must show `insights`.
     let scans = |cache: &mut BriefCache, member: &str, insights: usize| {
         let seen = store.changes("acme", 0, 100).unwrap().last().unwrap().seq;
-        let mut reads = Counted {
-            reads: store.reads().unwrap(),
-            scans: 0,
-        };
+        let mut reads = Counted::new(store.reads().unwrap());
         let briefs = cache
             .briefs(&mut reads, &[member.to_owned()], seen)
             .unwrap();
@@ -326,10 +298,7 @@ fn a_rendering_after_more_changes_than_it_reads_at_once_begins_again() {
     let mut cache = BriefCache::new("acme", PERIOD, budget.clone()).reading_changes_at_most(2);
     let mut scans = |insights: usize| {
         let seen = store.changes("acme", 0, 100).unwrap().last().unwrap().seq;
-        let mut reads = Counted {
-            reads: store.reads().unwrap(),
-            scans: 0,
-        };
+        let mut reads = Counted::new(store.reads().unwrap());
         let briefs = cache.briefs(&mut reads, &["mia".to_owned()], seen).unwrap();
         assert_eq!(briefs[0].insights.len(), insights);
         reads.scans

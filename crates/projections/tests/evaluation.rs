@@ -1,12 +1,14 @@
 //! The evaluation brief, given events: what it shows, and what it must never show.
 
 use ledger_domain::{Event, pb, to_timestamp};
-use ledger_projections::evaluation::{Brief, EvaluationBriefs, brief};
+use ledger_projections::evaluation::{Brief, EvaluationBriefs, brief, brief_in};
 use ledger_projections::{
     Applied, Checkpoint, DocumentStore, Documents, EmbeddedDocuments, Projection, Text,
 };
 use ledger_store::Position;
 use uuid::Uuid;
+
+mod common;
 
 use pb::{InsightKind as Kind, Relationship as R, SharingScope as S};
 
@@ -279,4 +281,109 @@ fn action_items_count_for_their_owner() {
     provenance.sort();
     expected.sort();
     assert_eq!(provenance, expected);
+}
+
+/// Two years of mia's history, every month: sessions held at its first and its last
+/// microsecond, an action item agreed and an insight shared for evaluation, and a goal set
+/// for the month; and goals for 2026-Q4, 2026-H2 and 2026.
+fn two_years_of_history() -> (tempfile::TempDir, EmbeddedDocuments) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedDocuments::open(dir.path(), &[&EvaluationBriefs]).unwrap();
+    let mut documents = Documents::new(&store);
+    let mut folded = 0;
+    let mut fold = |event: Event, at: i64| {
+        folded += 1;
+        let applied = Applied {
+            event: &event,
+            id: Uuid::new_v4(),
+            tenant: "acme",
+            stream: "acme/stream",
+            recorded_at: at,
+            position: Position::from_sequence(folded),
+        };
+        EvaluationBriefs.apply(applied, &mut documents).unwrap();
+    };
+    let months = (2025..=2026).flat_map(|year| (1..=12).map(move |m| format!("{year}-{m:02}")));
+    for month in months {
+        let (start, end) = ledger_projections::bounds(&month).unwrap();
+        for (i, held_at) in [start, end - 1].into_iter().enumerate() {
+            let session = format!("s-{month}-{i}");
+            fold(scheduled(&session, "ren", R::Horizontal, &[]), start);
+            let held = pb::SessionHeld {
+                session_id: session.clone(),
+                held_at: Some(to_timestamp(held_at)),
+                duration_minutes: 30,
+            };
+            fold(held.into(), start);
+        }
+        let agreed = pb::ActionItemAgreed {
+            session_id: format!("s-{month}-0"),
+            item_id: "a".into(),
+            owner_id: "mia".into(),
+            ..Default::default()
+        };
+        fold(agreed.into(), start);
+        let id = format!("i-{month}");
+        fold(
+            insight(&id, Kind::Strength, &[S::Evaluation], R::Horizontal),
+            end - 1,
+        );
+        let goal = pb::GoalSet {
+            goal_id: format!("g-{month}"),
+            owner_id: "mia".into(),
+            period: month.clone(),
+            title: "grow".into(),
+            ..Default::default()
+        };
+        fold(goal.into(), start);
+    }
+    for period in ["2026-Q4", "2026-H2", "2026"] {
+        let goal = pb::GoalSet {
+            goal_id: format!("g-{period}"),
+            owner_id: "mia".into(),
+            period: period.into(),
+            title: "grow".into(),
+            ..Default::default()
+        };
+        fold(goal.into(), DEC_1);
+    }
+    let to = Checkpoint {
+        version: EvaluationBriefs.version(),
+        position: Position::from_sequence(folded),
+    };
+    let writes = documents.take_writes().unwrap();
+    drop(documents);
+    (store.commit(EvaluationBriefs.name(), None, to, &writes, &[])).unwrap();
+    (dir, store)
+}
+
+#[test]
+fn a_brief_reads_only_its_periods_documents_however_long_the_history() {
+    let (_dir, store) = two_years_of_history();
+    // (period, goals shown, sessions held, documents filed under the period's months)
+    let expected = [
+        // The months' goals and its own; sessions at both ends of each month; 2026-H2's goal
+        // is filed under July, 2026's under January.
+        ("2026-Q4", 4, 6, 4 + 6 + 3 + 3),
+        ("2025-02", 1, 2, 1 + 2 + 1 + 1),
+        ("2026", 15, 24, 15 + 24 + 12 + 12),
+    ];
+    for (period, goals, sessions, filed) in expected {
+        let mut reads = common::Counted::new(store.reads().unwrap());
+        let brief = brief_in(&mut reads, "acme", "mia", period).unwrap();
+        assert_eq!(brief.goals.len(), goals, "{period}");
+        let held: u32 = brief.relationships.values().map(|c| c.count).sum();
+        assert_eq!(held, sessions, "{period}");
+        assert_eq!(brief.follow_through.agreed, sessions / 2, "{period}");
+        assert_eq!(brief.insights.len(), sessions as usize / 2, "{period}");
+        assert!(
+            brief.insights.keys().all(|id| id.starts_with("i-")),
+            "ids, not keys"
+        );
+        assert_eq!(reads.scanned, filed, "{period}: documents read");
+    }
+    let mut reads = store.reads().unwrap();
+    let quarter = brief_in(&mut *reads, "acme", "mia", "2026-Q4").unwrap();
+    let goals: Vec<&str> = quarter.goals.keys().map(String::as_str).collect();
+    assert_eq!(goals, ["g-2026-10", "g-2026-11", "g-2026-12", "g-2026-Q4"]);
 }

@@ -336,8 +336,13 @@ impl DocumentStore for Flaky {
     fn get(&self, model: &str, key: &str) -> Result<Option<Vec<u8>>, Error> {
         self.inner.get(model, key)
     }
-    fn scan(&self, model: &str, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, Error> {
-        self.inner.scan(model, prefix)
+    fn scan_range(
+        &self,
+        model: &str,
+        from: &str,
+        until: &str,
+    ) -> Result<Vec<(String, Vec<u8>)>, Error> {
+        self.inner.scan_range(model, from, until)
     }
     fn commit(
         &self,
