@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::documents::{DocumentReads, DocumentStore, Documents, Error, decode};
-use crate::period::{bounds, enclosing, month_of};
+use crate::period::{bounds, enclosing, month_keys, month_of};
 use crate::runner::{Applied, Projection};
 use crate::sharing::Sharing;
 use crate::text::Text;
@@ -178,12 +178,10 @@ impl Period {
         (self.bounds.0..self.bounds.1).contains(&at)
     }
 
-    /// The keys of `member`'s documents filed under the period's months: from its first month
-    /// to the month after it (empty for a malformed period).
+    /// The keys of `member`'s documents filed under the period's months (none for a malformed
+    /// period).
     fn keys(&self, tenant: &str, member: &str) -> (String, String) {
-        let (start, end) = self.bounds;
-        let month = |at| format!("{tenant}/{member}/{}/", month_of(at));
-        (month(start), month(end))
+        month_keys(&format!("{tenant}/{member}/"), self.bounds)
     }
 }
 

@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use crate::documents::{DocumentStore, Documents, Error, decode};
 use crate::evaluation::{self, Counted, FollowThrough, purpose_name};
-use crate::period::{bounds, months, periods_of, previous};
+use crate::period::{bounds, month_keys, month_of, months, previous};
 use crate::runner::{Applied, Projection};
 use crate::sharing::Sharing;
 use crate::staffing::normalise;
@@ -31,7 +31,8 @@ pub const SESSIONS: &str = "health-session";
 pub const THEMES: &str = "health-theme";
 /// Served: survey results, `{tenant}/{unit}/{period}/{metric}`.
 pub const SURVEYS: &str = "health-survey";
-/// Internal: every session as it stands, `{tenant}/{session}`, and each insight's source.
+/// Internal: every session as it stands until held (then where it is served),
+/// `{tenant}/{session}`, and each insight's source.
 const SESSION_STATES: &str = "health-session-state";
 const THEME_SOURCES: &str = "health-theme-source";
 
@@ -65,6 +66,15 @@ pub struct SessionDoc {
     /// The member's reflection: how resolved they feel, 1 to 5.
     pub resolve: Option<u32>,
     pub reflection_event: Option<Uuid>,
+}
+
+/// A session in [`SESSION_STATES`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+enum SessionState {
+    Scheduled(SessionDoc),
+    /// Held: the session lives on in [`SESSIONS`] under this key, so that each later event
+    /// rewrites one document, not two.
+    Held(String),
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -293,26 +303,18 @@ fn sessions_in(
 ) -> Result<Vec<(SessionDoc, Micros, Uuid)>, Error> {
     let mut found = Vec::new();
     for person in directory.ever_placed(units) {
-        for year in years(start, end) {
-            for (_, body) in store.scan(SESSIONS, &format!("{tenant}/{person}/{year}-"))? {
-                let session: SessionDoc = decode(&body)?;
-                let (Some(at), Some(event)) = (session.held_at, session.held_event) else {
-                    continue;
-                };
-                if (start..end).contains(&at) && directory.placed(person, units, at) {
-                    found.push((session, at, event));
-                }
+        let (from, until) = month_keys(&format!("{tenant}/{person}/"), (start, end));
+        for (_, body) in store.scan_range(SESSIONS, &from, &until)? {
+            let session: SessionDoc = decode(&body)?;
+            let (Some(at), Some(event)) = (session.held_at, session.held_event) else {
+                continue;
+            };
+            if (start..end).contains(&at) && directory.placed(person, units, at) {
+                found.push((session, at, event));
             }
         }
     }
     Ok(found)
-}
-
-/// The calendar years a span touches.
-fn years(start: Micros, end: Micros) -> Vec<String> {
-    let first: i64 = periods_of(start)[0].parse().unwrap_or(1970);
-    let last: i64 = periods_of(end - 1)[0].parse().unwrap_or(first);
-    (first..=last).map(|y| y.to_string()).collect()
 }
 
 fn purpose_counts(sessions: &[(SessionDoc, Micros, Uuid)]) -> BTreeMap<String, Counted> {
@@ -554,18 +556,17 @@ pub fn engagement_context(
 
     let mut themes: BTreeMap<String, (HashSet<&str>, u32)> = BTreeMap::new();
     for person in directory.ever_placed(&units) {
-        for year in years(span.0, span.1) {
-            for (_, body) in store.scan(THEMES, &format!("{}/{person}/{year}-", scope.tenant))? {
-                let theme: ThemeDoc = decode(&body)?;
-                let at = theme.recorded_at;
-                if !(span.0..span.1).contains(&at) || !directory.placed(person, &units, at) {
-                    continue;
-                }
-                for tag in theme.tags {
-                    let (people, insights) = themes.entry(tag).or_default();
-                    people.insert(person);
-                    *insights += 1;
-                }
+        let (from, until) = month_keys(&format!("{}/{person}/", scope.tenant), span);
+        for (_, body) in store.scan_range(THEMES, &from, &until)? {
+            let theme: ThemeDoc = decode(&body)?;
+            let at = theme.recorded_at;
+            if !(span.0..span.1).contains(&at) || !directory.placed(person, &units, at) {
+                continue;
+            }
+            for tag in theme.tags {
+                let (people, insights) = themes.entry(tag).or_default();
+                people.insert(person);
+                *insights += 1;
             }
         }
     }
@@ -590,11 +591,6 @@ pub fn engagement_context(
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DialogueHealth;
 
-fn month_of(at: Micros) -> String {
-    let [_, _, _, month] = periods_of(at);
-    month
-}
-
 impl DialogueHealth {
     /// Changes a session and, once held, its served copy.
     fn session(
@@ -604,15 +600,22 @@ impl DialogueHealth {
         change: impl FnOnce(&mut SessionDoc),
     ) -> Result<(), Error> {
         let key = format!("{tenant}/{session}");
-        let Some(mut state) = documents.get::<SessionDoc>(SESSION_STATES, &key)? else {
-            return Ok(());
-        };
-        change(&mut state);
-        if let Some(held_at) = state.held_at {
-            let served = format!("{tenant}/{}/{}/{session}", state.member, month_of(held_at));
-            documents.put(SESSIONS, &served, state.clone())?;
+        match documents.get::<SessionState>(SESSION_STATES, &key)? {
+            None => Ok(()),
+            Some(SessionState::Held(served)) => {
+                change(documents.get_mut::<SessionDoc>(SESSIONS, &served)?);
+                Ok(())
+            }
+            Some(SessionState::Scheduled(mut state)) => {
+                change(&mut state);
+                let Some(held_at) = state.held_at else {
+                    return documents.put(SESSION_STATES, &key, SessionState::Scheduled(state));
+                };
+                let served = format!("{tenant}/{}/{}/{session}", state.member, month_of(held_at));
+                documents.put(SESSIONS, &served, state)?;
+                documents.put(SESSION_STATES, &key, SessionState::Held(served))
+            }
         }
-        documents.put(SESSION_STATES, &key, state)
     }
 
     /// Serves the insight's tags while its subject shares it with hr or department managers.
@@ -666,7 +669,7 @@ impl Projection for DialogueHealth {
     }
 
     fn version(&self) -> u32 {
-        2
+        3
     }
 
     fn models(&self) -> &'static [&'static str] {
@@ -716,7 +719,8 @@ impl Projection for DialogueHealth {
                     purposes: e.purposes.iter().map(|p| purpose_name(*p)).collect(),
                     ..SessionDoc::default()
                 };
-                documents.put(SESSION_STATES, &format!("{tenant}/{}", e.session_id), state)
+                let key = format!("{tenant}/{}", e.session_id);
+                documents.put(SESSION_STATES, &key, SessionState::Scheduled(state))
             }
             Event::SessionRescheduled(e) => Self::session(documents, tenant, &e.session_id, |s| {
                 s.relationship = e.relationship().as_str_name().to_owned();

@@ -22,6 +22,19 @@ pub(crate) fn month_of(micros: Micros) -> String {
     format!("{year:04}-{month:02}")
 }
 
+/// The keys, from (inclusive) and until (exclusive), of the documents filed under `prefix` by
+/// month (`{prefix}{YYYY-MM}/...`, see [`month_of`]) in the months the span `[start, end)`
+/// touches; an empty range for an empty span.
+pub(crate) fn month_keys(prefix: &str, (start, end): (Micros, Micros)) -> (String, String) {
+    let from = format!("{prefix}{}/", month_of(start));
+    if end <= start {
+        return (from.clone(), from);
+    }
+    let mut until = format!("{prefix}{}/", month_of(end - 1));
+    until.push(char::MAX);
+    (from, until)
+}
+
 /// The periods a period lies within, itself first: `2026-11` → `2026-11`, `2026-Q4`, `2026-H2`,
 /// `2026`. A goal set for a period shows in the briefs of every period around it.
 pub fn enclosing(period: &str) -> Vec<String> {

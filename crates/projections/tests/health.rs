@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use ledger_domain::{Event, Micros, pb, to_timestamp};
 use ledger_projections::evaluation::{Counted, EvaluationBriefs};
 use ledger_projections::health::{
-    DialogueHealth, Directory, Engagement, Health, Scope, dialogue_health, engagement_context,
+    self, DialogueHealth, Directory, Engagement, Health, Scope, dialogue_health, engagement_context,
 };
 use ledger_projections::{
-    Applied, Checkpoint, DocumentStore, Documents, EmbeddedDocuments, Projection,
+    Applied, Checkpoint, DocumentStore, Documents, EmbeddedDocuments, Projection, Write,
 };
 use ledger_store::Position;
 use uuid::Uuid;
@@ -22,35 +22,60 @@ const DEC_1: Micros = 1_796_119_200_000_000;
 const NOV_10: Micros = DEC_1 - 21 * DAY;
 const END_OF_YEAR: Micros = DEC_1 + 31 * DAY;
 
-/// Folds `events` (each recorded at its time) into both projections health reads.
+/// Folds `events` (each recorded at its time) into both projections health reads, in one
+/// commit.
 fn folded(events: &[(Micros, Event)]) -> (tempfile::TempDir, EmbeddedDocuments, Vec<Uuid>) {
+    let (dir, store, ids, _) = folded_in_commits_of(events, events.len().max(1));
+    (dir, store, ids)
+}
+
+/// Folds `events` in commits of `size` events; returns also the health projection's writes
+/// of each commit. The events' ids are their positions.
+fn folded_in_commits_of(
+    events: &[(Micros, Event)],
+    size: usize,
+) -> (
+    tempfile::TempDir,
+    EmbeddedDocuments,
+    Vec<Uuid>,
+    Vec<Vec<Write>>,
+) {
     let dir = tempfile::tempdir().unwrap();
     let projections: [&dyn Projection; 2] = [&DialogueHealth, &EvaluationBriefs];
     let store = EmbeddedDocuments::open(dir.path(), &projections).unwrap();
-    let ids: Vec<Uuid> = events.iter().map(|_| Uuid::new_v4()).collect();
+    let ids: Vec<Uuid> = (1..=events.len() as u128).map(Uuid::from_u128).collect();
+    let mut health_writes = Vec::new();
     for projection in projections {
-        let mut documents = Documents::new(&store);
-        for (i, ((at, event), id)) in events.iter().zip(&ids).enumerate() {
-            let applied = Applied {
-                event,
-                id: *id,
-                tenant: "acme",
-                stream: "acme/stream",
-                recorded_at: *at,
-                position: Position::from_sequence(i as u64 + 1),
+        let mut from = None;
+        for (first, chunk) in (0..).step_by(size).zip(events.chunks(size)) {
+            let mut documents = Documents::new(&store);
+            for (i, (at, event)) in (first..).zip(chunk) {
+                let applied = Applied {
+                    event,
+                    id: ids[i],
+                    tenant: "acme",
+                    stream: "acme/stream",
+                    recorded_at: *at,
+                    position: Position::from_sequence(i as u64 + 1),
+                };
+                projection.apply(applied, &mut documents).unwrap();
+            }
+            let to = Checkpoint {
+                version: projection.version(),
+                position: Position::from_sequence((first + chunk.len()) as u64),
             };
-            projection.apply(applied, &mut documents).unwrap();
+            let writes = documents.take_writes().unwrap();
+            drop(documents);
+            store
+                .commit(projection.name(), from, to, &writes, projection.followed())
+                .unwrap();
+            from = Some(to);
+            if projection.name() == DialogueHealth.name() {
+                health_writes.push(writes);
+            }
         }
-        let to = Checkpoint {
-            version: projection.version(),
-            position: Position::from_sequence(events.len() as u64),
-        };
-        let writes = documents.take_writes().unwrap();
-        store
-            .commit(projection.name(), None, to, &writes, projection.followed())
-            .unwrap();
     }
-    (dir, store, ids)
+    (dir, store, ids, health_writes)
 }
 
 fn unit(id: &str, parent: &str) -> (Micros, Event) {
@@ -438,4 +463,41 @@ fn themes_standing_on_too_few_people_are_withheld() {
     );
     assert_eq!((eng.coverage.population, eng.coverage.covered), (5, 2));
     assert!(engagement(&store, "eng-web", 3).surveys.is_empty());
+}
+
+#[test]
+fn a_held_session_is_rewritten_once_per_later_event_and_reads_the_same() {
+    let events = history();
+    let (_whole_dir, whole, _) = folded(&events);
+    let (_dir, one_by_one, _, writes) = folded_in_commits_of(&events, 1);
+    for (unit, period) in [("eng", "2026-12"), ("eng", "2026-11"), ("sales", "2026-12")] {
+        let (expected, found) = (
+            health(&whole, unit, period, 10),
+            health(&one_by_one, unit, period, 10),
+        );
+        assert!(expected.is_some(), "{unit} {period}");
+        assert_eq!(found, expected, "{unit} {period}");
+    }
+    // Action items and reflections come after their sessions were held: each rewrites the
+    // served session alone, not a copy of it too.
+    let later = events.iter().zip(&writes).filter(|((_, event), _)| {
+        matches!(
+            event,
+            Event::ActionItemAgreed(_)
+                | Event::ActionItemCompleted(_)
+                | Event::ActionItemDropped(_)
+                | Event::ReflectionRecorded(_)
+        )
+    });
+    let mut seen = 0;
+    for ((_, event), writes) in later {
+        let models: Vec<&str> = (writes.iter())
+            .map(|write| match write {
+                Write::Put { model, .. } | Write::Delete { model, .. } => model.as_str(),
+            })
+            .collect();
+        assert_eq!(models, [health::SESSIONS], "{event:?}");
+        seen += 1;
+    }
+    assert_eq!(seen, 6);
 }
