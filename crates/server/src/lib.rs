@@ -244,7 +244,7 @@ pub async fn serve(
         options.checkpoint_key.as_deref(),
         &options.log_origin,
     )?;
-    let (access, access_writer) = AccessLog::start(shared_store.clone());
+    let (access, access_writer) = AccessLog::start(shared_store.clone(), access::GATHER);
     let privacy = PrivacyService::new(
         shared_store.clone(),
         keys.clone(),
