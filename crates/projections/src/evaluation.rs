@@ -201,8 +201,9 @@ fn id_of(filed: &str) -> &str {
     filed.split_once('/').map_or(filed, |(_, id)| id)
 }
 
-/// A member's documents that a period's brief shows, decoded, by their id: goals of the period
-/// or of one within it, sessions held in it, action items agreed in it, insights recorded in it.
+/// A member's documents that a period's brief shows, decoded, by the rest of their key after
+/// `{tenant}/{member}/` (`{month}/{id}`): goals of the period or of one within it, sessions
+/// held in it, action items agreed in it, insights recorded in it.
 #[derive(Debug, Clone, Default)]
 struct PeriodDocuments {
     goals: BTreeMap<String, GoalDoc>,
@@ -238,14 +239,13 @@ impl PeriodDocuments {
         body: Option<&[u8]>,
         period: &Period,
     ) -> Result<(), Error> {
-        let id = id_of(filed);
-        fn keep<T>(map: &mut BTreeMap<String, T>, id: &str, shown: Option<T>) {
+        fn keep<T>(map: &mut BTreeMap<String, T>, filed: &str, shown: Option<T>) {
             match shown {
                 Some(document) => {
-                    map.insert(id.to_owned(), document);
+                    map.insert(filed.to_owned(), document);
                 }
                 None => {
-                    map.remove(id);
+                    map.remove(filed);
                 }
             }
         }
@@ -253,25 +253,22 @@ impl PeriodDocuments {
             GOALS => {
                 let goal = body.map(decode::<GoalDoc>).transpose()?;
                 let shown = goal.filter(|g| enclosing(&g.period).contains(&period.name));
-                keep(&mut self.goals, id, shown);
+                keep(&mut self.goals, filed, shown);
             }
             SESSIONS => {
                 let session = body.map(decode::<SessionDoc>).transpose()?;
                 let shown = session.filter(|s| period.holds(s.held_at));
-                keep(&mut self.sessions, id, shown);
+                keep(&mut self.sessions, filed, shown);
             }
             ITEMS => {
                 let item = body.map(decode::<ItemDoc>).transpose()?;
-                keep(
-                    &mut self.items,
-                    id,
-                    item.filter(|i| period.holds(i.agreed_at)),
-                );
+                let shown = item.filter(|i| period.holds(i.agreed_at));
+                keep(&mut self.items, filed, shown);
             }
             INSIGHTS => {
                 let insight = body.map(decode::<InsightDoc>).transpose()?;
                 let shown = insight.filter(|i| period.holds(i.recorded_at));
-                keep(&mut self.insights, id, shown);
+                keep(&mut self.insights, filed, shown);
             }
             _ => return Err(Error::Unknown(model.to_owned())),
         }
@@ -283,9 +280,14 @@ impl PeriodDocuments {
     }
 
     fn brief(&self) -> Brief {
+        fn by_id<T: Clone>(filed: &BTreeMap<String, T>) -> BTreeMap<String, T> {
+            let documents = filed.iter();
+            (documents.map(|(filed, document)| (id_of(filed).to_owned(), document.clone())))
+                .collect()
+        }
         let mut brief = Brief {
-            goals: self.goals.clone(),
-            insights: self.insights.clone(),
+            goals: by_id(&self.goals),
+            insights: by_id(&self.insights),
             ..Brief::default()
         };
         for session in self.sessions.values() {
