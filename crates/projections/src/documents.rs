@@ -196,6 +196,8 @@ pub struct Documents<'a> {
     reads: Option<Box<dyn DocumentReads + 'a>>,
     /// By model, then key: looking a cached document up allocates nothing.
     cache: Map<Map<Slot>>,
+    /// Whether a document changed since the last [`Documents::take_writes`].
+    changed: bool,
 }
 
 type Map<T> = HashMap<String, T, foldhash::fast::RandomState>;
@@ -251,6 +253,7 @@ impl<'a> Documents<'a> {
             store,
             reads: None,
             cache: Map::default(),
+            changed: false,
         }
     }
 
@@ -270,6 +273,7 @@ impl<'a> Documents<'a> {
             store,
             reads,
             cache,
+            ..
         } = self;
         let documents = of_model(cache, model);
         if !documents.contains_key(key) {
@@ -312,6 +316,7 @@ impl<'a> Documents<'a> {
         model: &str,
         key: &str,
     ) -> Result<&mut T, Error> {
+        self.changed = true;
         let slot = self.slot::<T>(model, key)?;
         slot.changed = true;
         let value = slot.value.get_or_insert_with(|| Box::new(T::default()));
@@ -336,6 +341,7 @@ impl<'a> Documents<'a> {
         model: &str,
         key: &str,
     ) -> Result<(), Error> {
+        self.changed = true;
         let slot = self.slot::<T>(model, key)?;
         slot.value = None;
         slot.changed = true;
@@ -348,6 +354,7 @@ impl<'a> Documents<'a> {
         key: &str,
         value: Box<dyn Any + Send>,
     ) {
+        self.changed = true;
         let documents = of_model(&mut self.cache, model);
         let stored = documents.get(key).is_none_or(|slot| slot.stored);
         let slot = Slot {
@@ -363,6 +370,7 @@ impl<'a> Documents<'a> {
     /// written in order). The documents stay cached, as the store holds them once the writes
     /// commit.
     pub fn take_writes(&mut self) -> Result<Vec<Write>, Error> {
+        self.changed = false;
         let mut writes = Vec::new();
         let mut models: Vec<_> = self.cache.iter_mut().collect();
         models.sort_unstable_by(|a, b| a.0.cmp(b.0));
@@ -386,6 +394,12 @@ impl<'a> Documents<'a> {
             }
         }
         Ok(writes)
+    }
+
+    /// Whether a document changed since the last [`Documents::take_writes`]: if not, the store
+    /// already holds what the events folded since then make of the documents.
+    pub fn changed(&self) -> bool {
+        self.changed
     }
 
     /// Drops the cached documents that have no changes to write: once the last writes are

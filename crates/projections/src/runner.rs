@@ -249,7 +249,10 @@ impl ProjectionRunner {
 }
 
 /// Folds pages as they come and commits them: at once when the log is drained (live), else
-/// after `commit_events` events or [`COMMIT_INTERVAL`]. Catching up, a commit runs on a thread
+/// after `commit_events` events or [`COMMIT_INTERVAL`]. A live page that changed no document
+/// (a page of access records, say) is published without a commit: the documents already stand
+/// at its end, and the checkpoint follows with the next commit (the next change, or the first
+/// page after [`COMMIT_INTERVAL`]); a restart folds such events again, changing nothing. Catching up, a commit runs on a thread
 /// of its own while the next events fold (the documents it writes stay cached until it is
 /// done, so the fold never reads around it). Returns the checkpoint reached.
 fn fold_pages(
@@ -260,9 +263,9 @@ fn fold_pages(
     mut pages: mpsc::Receiver<Page>,
     status: &watch::Sender<ProjectionStatus>,
 ) -> Result<Option<Checkpoint>, Error> {
-    let committed = |to: Checkpoint, drained: bool| {
+    let reached = |position: Position, drained: bool| {
         status.send_modify(|status| {
-            status.position = Some(to.position);
+            status.position = Some(position);
             status.caught_up |= drained;
         });
     };
@@ -272,8 +275,8 @@ fn fold_pages(
         let mut in_flight: Option<std::thread::ScopedJoinHandle<'_, _>> = None;
         let finish = |in_flight: Option<std::thread::ScopedJoinHandle<'_, _>>| {
             if let Some(commit) = in_flight {
-                let to = commit.join().expect("committing does not panic")?;
-                committed(to, false);
+                let to: Checkpoint = commit.join().expect("committing does not panic")?;
+                reached(to.position, false);
             }
             Ok::<_, Error>(())
         };
@@ -284,10 +287,16 @@ fn fold_pages(
                 continue;
             }
             finish(in_flight.take())?;
+            if page.drained && !full && !documents.changed() {
+                if let Some(last) = window.last {
+                    reached(last, true);
+                }
+                continue;
+            }
             documents.forget_written_beyond(KEPT_DOCUMENTS);
             let commit = window.close(projection, &mut documents)?;
             if page.drained {
-                committed(commit.run(store, projection)?, true);
+                reached(commit.run(store, projection)?.position, true);
             } else {
                 in_flight = Some(scope.spawn(move || commit.run(store, projection)));
             }
@@ -297,7 +306,7 @@ fn fold_pages(
             let to = window
                 .close(projection, &mut documents)?
                 .run(store, projection)?;
-            committed(to, false);
+            reached(to.position, false);
         }
         Ok(window.from)
     })
