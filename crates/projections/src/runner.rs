@@ -252,9 +252,10 @@ impl ProjectionRunner {
 /// after `commit_events` events or [`COMMIT_INTERVAL`]. A live page that changed no document
 /// (a page of access records, say) is published without a commit: the documents already stand
 /// at its end, and the checkpoint follows with the next commit (the next change, or the first
-/// page after [`COMMIT_INTERVAL`]); a restart folds such events again, changing nothing. Catching up, a commit runs on a thread
-/// of its own while the next events fold (the documents it writes stay cached until it is
-/// done, so the fold never reads around it). Returns the checkpoint reached.
+/// page after [`COMMIT_INTERVAL`]); a restart folds such events again, changing nothing.
+/// Catching up, a commit runs on a thread of its own while the next events fold (the documents
+/// it writes stay cached until it is done, so the fold never reads around it). Returns the
+/// checkpoint reached.
 fn fold_pages(
     store: &dyn DocumentStore,
     projection: &dyn Projection,
