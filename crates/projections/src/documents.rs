@@ -155,7 +155,7 @@ impl<S: DocumentStore + ?Sized> DocumentReads for EachOnItsOwn<'_, S> {
 }
 
 /// The first key after every key that starts with `prefix`.
-fn prefix_end(prefix: &str) -> String {
+pub(crate) fn prefix_end(prefix: &str) -> String {
     let mut end = prefix.to_owned();
     end.push(char::MAX);
     end

@@ -177,12 +177,6 @@ impl Period {
     fn holds(&self, at: Micros) -> bool {
         (self.bounds.0..self.bounds.1).contains(&at)
     }
-
-    /// The keys of `member`'s documents filed under the period's months (none for a malformed
-    /// period).
-    fn keys(&self, tenant: &str, member: &str) -> (String, String) {
-        month_keys(&format!("{tenant}/{member}/"), self.bounds)
-    }
 }
 
 /// The key a served document is filed under: `{tenant}/{member}/{month}/{id}`.
@@ -219,12 +213,13 @@ impl PeriodDocuments {
         member: &str,
         period: &Period,
     ) -> Result<Self, Error> {
-        let member_prefix = format!("{tenant}/{member}/").len();
-        let (from, until) = period.keys(tenant, member);
+        let prefix = format!("{tenant}/{member}/");
+        // The period's months (none for a malformed period).
+        let (from, until) = month_keys(&prefix, period.bounds);
         let mut documents = Self::default();
         for model in SERVED {
             for (key, body) in reads.scan_range(model, &from, &until)? {
-                documents.change(model, &key[member_prefix..], Some(&body), period)?;
+                documents.change(model, &key[prefix.len()..], Some(&body), period)?;
             }
         }
         Ok(documents)

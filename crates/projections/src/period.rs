@@ -3,6 +3,8 @@
 
 use ledger_domain::Micros;
 
+use crate::documents::prefix_end;
+
 /// The periods containing `micros` (UTC): year, half, quarter, month.
 pub fn periods_of(micros: Micros) -> [String; 4] {
     let days = micros.div_euclid(86_400_000_000);
@@ -30,8 +32,7 @@ pub(crate) fn month_keys(prefix: &str, (start, end): (Micros, Micros)) -> (Strin
     if end <= start {
         return (from.clone(), from);
     }
-    let mut until = format!("{prefix}{}/", month_of(end - 1));
-    until.push(char::MAX);
+    let until = prefix_end(&format!("{prefix}{}/", month_of(end - 1)));
     (from, until)
 }
 
