@@ -22,6 +22,7 @@ use crate::text::Text;
 pub const INSIGHTS: &str = "development-insight";
 /// Served: the member's dialogue partners, `{tenant}/{member}/{partner}`.
 pub const PARTNERS: &str = "development-partner";
+/// Internal: a session's member, partner and relationship until held, and each insight's source.
 const ROUTES: &str = "development-route";
 const SOURCES: &str = "development-insight-source";
 
@@ -137,6 +138,7 @@ impl DevelopmentReviews {
         let Some(mut source) = documents.get::<Source>(SOURCES, &source_key)? else {
             return Ok(());
         };
+        let served = source.insight.shared_with_manager_chain || source.insight.shared_with_hr;
         change(&mut source);
         source.insight.shared_with_manager_chain =
             source.sharing.allows(pb::SharingScope::ManagerChain);
@@ -144,7 +146,7 @@ impl DevelopmentReviews {
         let served_key = format!("{tenant}/{}/{insight}", source.subject);
         if source.insight.shared_with_manager_chain || source.insight.shared_with_hr {
             documents.put(INSIGHTS, &served_key, source.insight.clone())?;
-        } else {
+        } else if served {
             documents.delete::<DevelopmentInsight>(INSIGHTS, &served_key)?;
         }
         documents.put(SOURCES, &source_key, source)
@@ -157,7 +159,7 @@ impl Projection for DevelopmentReviews {
     }
 
     fn version(&self) -> u32 {
-        4
+        5
     }
 
     fn models(&self) -> &'static [&'static str] {
@@ -177,7 +179,7 @@ impl Projection for DevelopmentReviews {
                     partner: e.partner_id.clone(),
                     relationship: e.relationship().as_str_name().to_owned(),
                 };
-                documents.put(ROUTES, &format!("{tenant}/session/{}", e.session_id), route)
+                documents.create(ROUTES, &format!("{tenant}/session/{}", e.session_id), route)
             }
             Event::SessionRescheduled(e) => {
                 let key = format!("{tenant}/session/{}", e.session_id);
@@ -189,11 +191,12 @@ impl Projection for DevelopmentReviews {
                 Ok(())
             }
             Event::SessionHeld(e) => {
-                let Some(route) = documents
-                    .get::<SessionRoute>(ROUTES, &format!("{tenant}/session/{}", e.session_id))?
-                else {
+                let key = format!("{tenant}/session/{}", e.session_id);
+                let Some(route) = documents.get::<SessionRoute>(ROUTES, &key)? else {
                     return Ok(());
                 };
+                // Nothing follows a session once held (the aggregate refuses a reschedule).
+                documents.delete::<SessionRoute>(ROUTES, &key)?;
                 let held_at = e.held_at.as_ref().map_or(at, ledger_domain::from_timestamp);
                 let partner = documents.get_mut::<Partner>(
                     PARTNERS,
@@ -218,7 +221,7 @@ impl Projection for DevelopmentReviews {
                         ..DevelopmentInsight::default()
                     },
                 };
-                documents.put(SOURCES, &format!("{tenant}/{}", e.insight_id), source)?;
+                documents.create(SOURCES, &format!("{tenant}/{}", e.insight_id), source)?;
                 Self::sync(documents, tenant, &e.insight_id, |_| {})
             }
             event => match Sharing::changed_insight(event) {

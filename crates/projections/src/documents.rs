@@ -336,6 +336,20 @@ impl<'a> Documents<'a> {
         Ok(())
     }
 
+    /// Puts the document of a key that the event makes (an aggregate's first event names it), so
+    /// the store holds none: deleting it before the next commit writes nothing.
+    pub fn create<T: Serialize + DeserializeOwned + Send + 'static>(
+        &mut self,
+        model: &str,
+        key: &str,
+        document: T,
+    ) -> Result<(), Error> {
+        self.overwrite::<T>(model, key, Box::new(document));
+        let slot = of_model(&mut self.cache, model).get_mut(key);
+        slot.expect("inserted above").stored = false;
+        Ok(())
+    }
+
     pub fn delete<T: Serialize + DeserializeOwned + Send + 'static>(
         &mut self,
         model: &str,
@@ -460,7 +474,11 @@ mod tests {
         // Put without reading, then deleted: it may have been stored, so the delete is written.
         documents.put("m", "c", 3u32).unwrap();
         documents.delete::<u32>("m", "c").unwrap();
+        // Created (its key is new), then deleted: there is nothing to write.
+        documents.create("m", "d", 4u32).unwrap();
+        documents.delete::<u32>("m", "d").unwrap();
         let writes = documents.take_writes().unwrap();
+        assert_eq!(writes.len(), 3, "{writes:?}");
         assert!(writes.contains(&Write::Delete {
             model: "m".into(),
             key: "a".into()

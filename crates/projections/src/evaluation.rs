@@ -554,13 +554,13 @@ impl EvaluationBriefs {
         let Some(mut source) = documents.get::<InsightSource>(INSIGHT_SOURCES, &source_key)? else {
             return Ok(());
         };
+        let served = source.sharing.allows(pb::SharingScope::Evaluation);
         change(&mut source);
         let month = month_of(source.document.recorded_at);
         let served_key = filed(tenant, &source.subject, &month, insight);
-        let shared = source.sharing.allows(pb::SharingScope::Evaluation);
-        if shared {
+        if source.sharing.allows(pb::SharingScope::Evaluation) {
             documents.put(INSIGHTS, &served_key, source.document.clone())?;
-        } else {
+        } else if served {
             documents.delete::<InsightDoc>(INSIGHTS, &served_key)?;
         }
         documents.put(INSIGHT_SOURCES, &source_key, source)
@@ -573,7 +573,7 @@ impl Projection for EvaluationBriefs {
     }
 
     fn version(&self) -> u32 {
-        6
+        7
     }
 
     fn models(&self) -> &'static [&'static str] {
@@ -642,7 +642,7 @@ impl Projection for EvaluationBriefs {
                     purposes: e.purposes.iter().map(|p| purpose_name(*p)).collect(),
                 };
                 let key = format!("{tenant}/{}", e.session_id);
-                documents.put(SCHEDULED_SESSIONS, &key, session)
+                documents.create(SCHEDULED_SESSIONS, &key, session)
             }
             Event::SessionRescheduled(e) => {
                 let key = format!("{tenant}/{}", e.session_id);
@@ -669,6 +669,8 @@ impl Projection for EvaluationBriefs {
                     held_at,
                     held_event: id,
                 };
+                // Nothing follows a session once held (the aggregate refuses a reschedule).
+                documents.delete::<ScheduledSession>(SCHEDULED_SESSIONS, &key)?;
                 documents.put(SESSIONS, &served, held)
             }
             Event::ActionItemAgreed(e) => {
@@ -717,7 +719,7 @@ impl Projection for EvaluationBriefs {
                     let served_key = filed(tenant, &e.subject_id, &month_of(at), &e.insight_id);
                     documents.put(INSIGHTS, &served_key, source.document.clone())?;
                 }
-                documents.put(
+                documents.create(
                     INSIGHT_SOURCES,
                     &format!("{tenant}/{}", e.insight_id),
                     source,

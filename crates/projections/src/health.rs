@@ -629,19 +629,22 @@ impl DialogueHealth {
         let Some(mut source) = documents.get::<ThemeSource>(THEME_SOURCES, &source_key)? else {
             return Ok(());
         };
+        let shared = |source: &ThemeSource| {
+            [pb::SharingScope::Hr, pb::SharingScope::DepartmentManagers]
+                .into_iter()
+                .any(|scope| source.sharing.allows(scope))
+        };
+        let served = shared(&source);
         change(&mut source);
-        let served = format!(
+        let served_key = format!(
             "{tenant}/{}/{}/{insight}",
             source.subject,
             month_of(source.theme.recorded_at)
         );
-        let shared = [pb::SharingScope::Hr, pb::SharingScope::DepartmentManagers]
-            .into_iter()
-            .any(|scope| source.sharing.allows(scope));
-        if shared {
-            documents.put(THEMES, &served, source.theme.clone())?;
-        } else {
-            documents.delete::<ThemeDoc>(THEMES, &served)?;
+        if shared(&source) {
+            documents.put(THEMES, &served_key, source.theme.clone())?;
+        } else if served {
+            documents.delete::<ThemeDoc>(THEMES, &served_key)?;
         }
         documents.put(THEME_SOURCES, &source_key, source)
     }
@@ -758,7 +761,7 @@ impl Projection for DialogueHealth {
                     },
                 };
                 let key = format!("{tenant}/{}", e.insight_id);
-                documents.put(THEME_SOURCES, &key, source)?;
+                documents.create(THEME_SOURCES, &key, source)?;
                 Self::theme(documents, tenant, &e.insight_id, |_| {})
             }
             Event::SurveyResultRecorded(e) => {

@@ -161,7 +161,7 @@ pub struct Staffing;
 
 impl Staffing {
     /// Serves the insight (and indexes its tags) while it is shared for staffing; withdraws it
-    /// otherwise.
+    /// once it no longer is (what was never served has nothing to withdraw).
     fn sync(
         documents: &mut Documents<'_>,
         tenant: &str,
@@ -172,6 +172,7 @@ impl Staffing {
         let Some(mut source) = documents.get::<Source>(SOURCES, &source_key)? else {
             return Ok(());
         };
+        let served = source.sharing.allows(pb::SharingScope::Staffing);
         change(&mut source);
         let shared = source.sharing.allows(pb::SharingScope::Staffing);
         let subject = source.subject.clone();
@@ -180,13 +181,13 @@ impl Staffing {
             let tag_key = format!("{tenant}/{}/{subject}/{insight}", key_part(tag));
             if shared {
                 documents.put(TAGS, &tag_key, source.insight.clone())?;
-            } else {
+            } else if served {
                 documents.delete::<StaffingInsight>(TAGS, &tag_key)?;
             }
         }
         if shared {
             documents.put(INSIGHTS, &served_key, source.insight.clone())?;
-        } else {
+        } else if served {
             documents.delete::<StaffingInsight>(INSIGHTS, &served_key)?;
         }
         documents.put(SOURCES, &source_key, source)
@@ -230,7 +231,7 @@ impl Projection for Staffing {
                         event_ids: vec![id],
                     },
                 };
-                documents.put(SOURCES, &format!("{tenant}/{}", e.insight_id), source)?;
+                documents.create(SOURCES, &format!("{tenant}/{}", e.insight_id), source)?;
                 Self::sync(documents, tenant, &e.insight_id, |_| {})
             }
             event => match Sharing::changed_insight(event) {

@@ -85,8 +85,8 @@ impl History {
         Ok(written)
     }
 
-    /// Story `i` of `member`: its streams and their events.
-    fn story(&self, member: &str, i: usize) -> [(String, Vec<Event>); 3] {
+    /// Story `i` of `member`: its streams and their events, in the order they are appended.
+    pub fn story(&self, member: &str, i: usize) -> [(String, Vec<Event>); 3] {
         let tenant = &self.tenant;
         let (session_id, insight_id, goal_id) = (format!("s{i}"), format!("i{i}"), format!("g{i}"));
         let scheduled = pb::SessionScheduled {
