@@ -332,7 +332,7 @@ impl<'a> Documents<'a> {
         key: &str,
         document: T,
     ) -> Result<(), Error> {
-        self.overwrite::<T>(model, key, Box::new(document));
+        self.overwrite::<T>(model, key, Box::new(document), false);
         Ok(())
     }
 
@@ -344,9 +344,7 @@ impl<'a> Documents<'a> {
         key: &str,
         document: T,
     ) -> Result<(), Error> {
-        self.overwrite::<T>(model, key, Box::new(document));
-        let slot = of_model(&mut self.cache, model).get_mut(key);
-        slot.expect("inserted above").stored = false;
+        self.overwrite::<T>(model, key, Box::new(document), true);
         Ok(())
     }
 
@@ -362,15 +360,17 @@ impl<'a> Documents<'a> {
         Ok(())
     }
 
+    /// Caches `value` as the changed document; `new`: the store holds none under `key`.
     fn overwrite<T: Serialize + 'static>(
         &mut self,
         model: &str,
         key: &str,
         value: Box<dyn Any + Send>,
+        new: bool,
     ) {
         self.changed = true;
         let documents = of_model(&mut self.cache, model);
-        let stored = documents.get(key).is_none_or(|slot| slot.stored);
+        let stored = !new && documents.get(key).is_none_or(|slot| slot.stored);
         let slot = Slot {
             value: Some(value),
             encode: encode_as::<T>,
