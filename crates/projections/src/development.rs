@@ -15,7 +15,7 @@ use uuid::Uuid;
 use crate::documents::{DocumentStore, Documents, Error, decode};
 use crate::evaluation::{self, GoalDoc};
 use crate::runner::{Applied, Projection};
-use crate::sharing::Sharing;
+use crate::sharing::{Sharing, serve};
 use crate::text::Text;
 
 /// Served: strengths and aspirations shared with the manager chain or hr, `{tenant}/{subject}/{insight}`.
@@ -144,11 +144,9 @@ impl DevelopmentReviews {
             source.sharing.allows(pb::SharingScope::ManagerChain);
         source.insight.shared_with_hr = source.sharing.allows(pb::SharingScope::Hr);
         let served_key = format!("{tenant}/{}/{insight}", source.subject);
-        if source.insight.shared_with_manager_chain || source.insight.shared_with_hr {
-            documents.put(INSIGHTS, &served_key, source.insight.clone())?;
-        } else if served {
-            documents.delete::<DevelopmentInsight>(INSIGHTS, &served_key)?;
-        }
+        let shared = source.insight.shared_with_manager_chain || source.insight.shared_with_hr;
+        let shown = shared.then(|| source.insight.clone());
+        serve(documents, INSIGHTS, &served_key, shown, served)?;
         documents.put(SOURCES, &source_key, source)
     }
 }

@@ -20,7 +20,7 @@ use uuid::Uuid;
 use crate::documents::{DocumentReads, DocumentStore, Documents, Error, decode};
 use crate::period::{bounds, enclosing, month_keys, month_of};
 use crate::runner::{Applied, Projection};
-use crate::sharing::Sharing;
+use crate::sharing::{Sharing, serve};
 use crate::text::Text;
 
 /// Served: goals, `{tenant}/{owner}/{first month of the goal's period}/{goal}`.
@@ -543,7 +543,8 @@ impl EvaluationBriefs {
         Ok(())
     }
 
-    /// Serves the insight while its subject shares it for evaluation; withdraws it otherwise.
+    /// Serves the insight while its subject shares it for evaluation; withdraws it once it no
+    /// longer is.
     fn insight(
         documents: &mut Documents<'_>,
         tenant: &str,
@@ -558,11 +559,9 @@ impl EvaluationBriefs {
         change(&mut source);
         let month = month_of(source.document.recorded_at);
         let served_key = filed(tenant, &source.subject, &month, insight);
-        if source.sharing.allows(pb::SharingScope::Evaluation) {
-            documents.put(INSIGHTS, &served_key, source.document.clone())?;
-        } else if served {
-            documents.delete::<InsightDoc>(INSIGHTS, &served_key)?;
-        }
+        let shared = source.sharing.allows(pb::SharingScope::Evaluation);
+        let shown = shared.then(|| source.document.clone());
+        serve(documents, INSIGHTS, &served_key, shown, served)?;
         documents.put(INSIGHT_SOURCES, &source_key, source)
     }
 }
@@ -714,16 +713,9 @@ impl Projection for EvaluationBriefs {
                         event_ids: vec![id],
                     },
                 };
-                // A new insight has no served document to withdraw: served only if shared.
-                if source.sharing.allows(pb::SharingScope::Evaluation) {
-                    let served_key = filed(tenant, &e.subject_id, &month_of(at), &e.insight_id);
-                    documents.put(INSIGHTS, &served_key, source.document.clone())?;
-                }
-                documents.create(
-                    INSIGHT_SOURCES,
-                    &format!("{tenant}/{}", e.insight_id),
-                    source,
-                )
+                let key = format!("{tenant}/{}", e.insight_id);
+                documents.create(INSIGHT_SOURCES, &key, source)?;
+                Self::insight(documents, tenant, &e.insight_id, |_| {})
             }
             event => match Sharing::changed_insight(event) {
                 Some(insight) => Self::insight(documents, tenant, insight, |source| {

@@ -18,7 +18,7 @@ use crate::documents::{DocumentStore, Documents, Error, decode};
 use crate::evaluation::{self, Counted, FollowThrough, purpose_name};
 use crate::period::{bounds, month_keys, month_of, months, previous};
 use crate::runner::{Applied, Projection};
-use crate::sharing::Sharing;
+use crate::sharing::{Sharing, serve};
 use crate::staffing::normalise;
 
 /// Served: org units, `{tenant}/{unit}`.
@@ -641,11 +641,8 @@ impl DialogueHealth {
             source.subject,
             month_of(source.theme.recorded_at)
         );
-        if shared(&source) {
-            documents.put(THEMES, &served_key, source.theme.clone())?;
-        } else if served {
-            documents.delete::<ThemeDoc>(THEMES, &served_key)?;
-        }
+        let shown = shared(&source).then(|| source.theme.clone());
+        serve(documents, THEMES, &served_key, shown, served)?;
         documents.put(THEME_SOURCES, &source_key, source)
     }
 

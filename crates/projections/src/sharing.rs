@@ -2,7 +2,10 @@
 //! the rule "served only while its subject shares it with this use" lives in one place.
 
 use ledger_domain::{Event, pb};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+
+use crate::documents::{Documents, Error};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Sharing {
@@ -48,5 +51,22 @@ impl Sharing {
             Event::InsightRetracted(_) => self.retracted = true,
             _ => {}
         }
+    }
+}
+
+/// Serves `shown` under `key` of `model` (`Some`: the insight is shared for the read model's use
+/// now), or withdraws it if it was `served` until this change: what was never served has
+/// nothing to withdraw, and looking would cost a read of the store.
+pub(crate) fn serve<T: Serialize + DeserializeOwned + Send + 'static>(
+    documents: &mut Documents<'_>,
+    model: &str,
+    key: &str,
+    shown: Option<T>,
+    served: bool,
+) -> Result<(), Error> {
+    match shown {
+        Some(document) => documents.put(model, key, document),
+        None if served => documents.delete::<T>(model, key),
+        None => Ok(()),
     }
 }

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::documents::{DocumentStore, Documents, Error, decode};
 use crate::runner::{Applied, Projection};
-use crate::sharing::Sharing;
+use crate::sharing::{Sharing, serve};
 
 /// Served: the subject's staffing-shared insights, `{tenant}/{subject}/{insight}`.
 pub const INSIGHTS: &str = "staffing-insight";
@@ -179,17 +179,11 @@ impl Staffing {
         let served_key = format!("{tenant}/{subject}/{insight}");
         for tag in &source.insight.tags {
             let tag_key = format!("{tenant}/{}/{subject}/{insight}", key_part(tag));
-            if shared {
-                documents.put(TAGS, &tag_key, source.insight.clone())?;
-            } else if served {
-                documents.delete::<StaffingInsight>(TAGS, &tag_key)?;
-            }
+            let shown = shared.then(|| source.insight.clone());
+            serve(documents, TAGS, &tag_key, shown, served)?;
         }
-        if shared {
-            documents.put(INSIGHTS, &served_key, source.insight.clone())?;
-        } else if served {
-            documents.delete::<StaffingInsight>(INSIGHTS, &served_key)?;
-        }
+        let shown = shared.then(|| source.insight.clone());
+        serve(documents, INSIGHTS, &served_key, shown, served)?;
         documents.put(SOURCES, &source_key, source)
     }
 }
