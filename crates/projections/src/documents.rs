@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use ledger_store::Position;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tokio::sync::watch;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -97,6 +98,13 @@ pub trait DocumentStore: Send + Sync + std::fmt::Debug + 'static {
     /// oldest change first, at most `limit`: a subscriber reads its own tenant's changes, however
     /// many other tenants have.
     fn changes(&self, tenant: &str, after: u64, limit: usize) -> Result<Vec<Change>, Error>;
+    /// The highest change number [`changes`](Self::changes) shows, updated as it grows, for a
+    /// store that can show a commit's changes later than the commit itself (the embedded store's
+    /// files commit side by side, and a change waits for every lower number). `None`: changes
+    /// are visible once the commit that made them has returned.
+    fn visible_changes(&self) -> Option<watch::Receiver<u64>> {
+        None
+    }
     /// Deletes the projection's documents (of `models`) and its checkpoint, for a rebuild.
     fn reset(&self, projection: &str, models: &[&str]) -> Result<(), Error>;
     /// Claims the right to run `projection` in this process for as long as the lease lives;

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use ledger_store::Position;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use tokio::sync::watch;
 
 use crate::documents::{Change, Checkpoint, DocumentReads, DocumentStore, Error, Write};
 use crate::runner::Projection;
@@ -18,38 +19,63 @@ pub struct EmbeddedDocuments {
     files: Vec<File>,
     by_projection: HashMap<&'static str, usize>,
     by_model: HashMap<&'static str, usize>,
-    sequence: Mutex<Sequence>,
+    sequence: Sequence,
 }
 
 /// The change feed's numbers. A commit reserves its numbers before it writes; a subscriber sees
 /// only numbers below every commit still in flight, so it never passes over a change that a
 /// slower commit in another file has yet to make visible.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Sequence {
+    numbers: Mutex<Numbers>,
+    /// The highest visible number, sent when a commit's numbers become visible: not only that
+    /// commit's, since a commit that finishes first shows nothing until the earlier ones have.
+    visible: watch::Sender<u64>,
+}
+
+#[derive(Debug, Default)]
+struct Numbers {
     last: u64,
     /// The first number of each commit in flight.
     in_flight: BTreeSet<u64>,
 }
 
-impl Sequence {
+impl Numbers {
     fn visible(&self) -> u64 {
         self.in_flight.first().map_or(self.last, |first| first - 1)
+    }
+}
+
+impl Sequence {
+    fn starting_after(last: u64) -> Self {
+        let numbers = Numbers {
+            last,
+            in_flight: BTreeSet::new(),
+        };
+        Self {
+            numbers: Mutex::new(numbers),
+            visible: watch::channel(last).0,
+        }
+    }
+
+    fn visible(&self) -> u64 {
+        self.numbers.lock().unwrap().visible()
     }
 }
 
 /// Numbers reserved for one commit; released (visible or, if the commit failed, skipped) when
 /// dropped.
 struct Reservation<'a> {
-    sequence: &'a Mutex<Sequence>,
+    sequence: &'a Sequence,
     first: u64,
 }
 
 impl<'a> Reservation<'a> {
-    fn take(sequence: &'a Mutex<Sequence>, count: u64) -> Option<Self> {
+    fn take(sequence: &'a Sequence, count: u64) -> Option<Self> {
         if count == 0 {
             return None;
         }
-        let mut numbers = sequence.lock().unwrap();
+        let mut numbers = sequence.numbers.lock().unwrap();
         let first = numbers.last + 1;
         numbers.last += count;
         numbers.in_flight.insert(first);
@@ -59,7 +85,15 @@ impl<'a> Reservation<'a> {
 
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
-        self.sequence.lock().unwrap().in_flight.remove(&self.first);
+        let mut numbers = self.sequence.numbers.lock().unwrap();
+        numbers.in_flight.remove(&self.first);
+        // Sent under the lock, so that the numbers sent only grow.
+        let visible = numbers.visible();
+        self.sequence.visible.send_if_modified(|sent| {
+            let grew = visible > *sent;
+            *sent = visible.max(*sent);
+            grew
+        });
     }
 }
 
@@ -76,7 +110,7 @@ impl EmbeddedDocuments {
             files: Vec::new(),
             by_projection: HashMap::new(),
             by_model: HashMap::new(),
-            sequence: Mutex::default(),
+            sequence: Sequence::starting_after(0),
         };
         let mut last = 0;
         for (index, projection) in projections.iter().enumerate() {
@@ -93,7 +127,7 @@ impl EmbeddedDocuments {
                 store.by_model.insert(model, index);
             }
         }
-        store.sequence.get_mut().unwrap().last = last;
+        store.sequence = Sequence::starting_after(last);
         Ok(store)
     }
 
@@ -464,7 +498,7 @@ impl DocumentStore for EmbeddedDocuments {
     }
 
     fn changes(&self, tenant: &str, after: u64, limit: usize) -> Result<Vec<Change>, Error> {
-        let visible = self.sequence.lock().unwrap().visible();
+        let visible = self.sequence.visible();
         let prefix = format!("{tenant}/");
         let mut changes = Vec::new();
         for file in &self.files {
@@ -478,6 +512,10 @@ impl DocumentStore for EmbeddedDocuments {
         changes.sort_unstable_by_key(|c| c.seq);
         changes.truncate(limit);
         Ok(changes)
+    }
+
+    fn visible_changes(&self) -> Option<watch::Receiver<u64>> {
+        Some(self.sequence.visible.subscribe())
     }
 
     fn reset(&self, projection: &str, models: &[&str]) -> Result<(), Error> {
@@ -698,12 +736,14 @@ mod tests {
     fn a_change_is_not_visible_while_an_earlier_number_is_in_flight() {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedDocuments::open(dir.path(), &[&A, &B]).unwrap();
+        let mut visible = store.visible_changes().unwrap();
         // `a` reserved number 1 and has not committed yet; `b` commits number 2.
         let slow = Reservation::take(&store.sequence, 1).unwrap();
         store
             .commit("b", None, at(2), &[put("b-doc", "t/y")], &["b-doc"])
             .unwrap();
         assert_eq!(store.changes("t", 0, 10).unwrap(), []);
+        assert!(!visible.has_changed().unwrap(), "b's change is not visible");
         let mut writer = store.files[0].writer.lock().unwrap();
         let writes = [put("a-doc", "t/x")];
         write(
@@ -718,10 +758,35 @@ mod tests {
         .unwrap();
         drop(writer);
         drop(slow);
+        // `a` finishing shows `b`'s change too, and says so to whoever waits for it.
+        assert!(visible.has_changed().unwrap());
+        assert_eq!(*visible.borrow_and_update(), 2);
         let keys: Vec<_> = (store.changes("t", 0, 10).unwrap().into_iter())
             .map(|c| c.key)
             .collect();
         assert_eq!(keys, ["t/x", "t/y"]);
+    }
+
+    #[test]
+    fn visible_changes_start_where_the_files_left_off_and_skip_commits_without_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = EmbeddedDocuments::open(dir.path(), &[&A, &B]).unwrap();
+            let writes = [put("a-doc", "t/x"), put("a-doc", "t/y")];
+            store.commit("a", None, at(1), &writes, &["a-doc"]).unwrap();
+        }
+        let store = EmbeddedDocuments::open(dir.path(), &[&A, &B]).unwrap();
+        let mut visible = store.visible_changes().unwrap();
+        assert_eq!(*visible.borrow_and_update(), 2);
+        // Documents no subscriber follows make no change numbers, so nothing to wake up for.
+        store
+            .commit("b", None, at(2), &[put("b-doc", "t/z")], &[])
+            .unwrap();
+        assert!(!visible.has_changed().unwrap());
+        store
+            .commit("b", Some(at(2)), at(3), &[put("b-doc", "t/z")], &["b-doc"])
+            .unwrap();
+        assert_eq!(*visible.borrow_and_update(), 3);
     }
 
     #[test]

@@ -1102,7 +1102,13 @@ impl ReadModelsService {
             }
             Subscribed::Profile | Subscribed::Review => None,
         };
+        // Where the store can show a commit's changes after the commit (another projection's
+        // earlier commit still in flight), it says when; otherwise a runner's commit does.
+        let mut visible = self.documents.visible_changes();
         loop {
+            if let Some(visible) = &mut visible {
+                visible.borrow_and_update();
+            }
             let (documents, tenant) = (self.documents.clone(), following.caller.tenant.clone());
             let changes =
                 match blocking(move || documents.changes(tenant.as_str(), after, CHANGES_PAGE))
@@ -1115,10 +1121,18 @@ impl ReadModelsService {
                     }
                 };
             let Some(last) = changes.last() else {
-                let any_changed =
-                    futures::future::select_all(statuses.iter_mut().map(|s| Box::pin(s.changed())));
+                let more = async {
+                    match &mut visible {
+                        Some(visible) => visible.changed().await.is_ok(),
+                        None => {
+                            let statuses = statuses.iter_mut().map(|s| Box::pin(s.changed()));
+                            let (changed, _, _) = futures::future::select_all(statuses).await;
+                            changed.is_ok()
+                        }
+                    }
+                };
                 tokio::select! {
-                    (changed, _, _) = any_changed => if changed.is_err() { return },
+                    more = more => if !more { return },
                     () = sender.closed() => return,
                 }
                 continue;
