@@ -2,6 +2,8 @@
 //! afresh (a new data directory, as another replica would be) rebuilds the same read models from
 //! it. Runs when `LEDGER_TEST_PG_URL` is set; otherwise says it was skipped.
 
+use std::time::Duration;
+
 use ledger_e2e::server::{ServerProcess, authed};
 use ledger_projections::periods_of;
 use ledger_proto::v1 as api;
@@ -94,6 +96,39 @@ async fn commands_land_in_postgres_and_a_fresh_server_rebuilds_from_it() {
         .into_inner();
     assert_eq!(retried, set);
     assert_eq!(goal_titles(&server, &half).await, ["Mentor two juniors"]);
+
+    // A subscriber on PostgreSQL read models hears of each commit through the runners.
+    let mut changes = ReadModelsClient::new(server.channel().await)
+        .subscribe(authed(
+            &mia,
+            api::SubscribeRequest {
+                read_model: "evaluation-brief".into(),
+                member_ids: vec!["mia".into()],
+                period: half.clone(),
+                after_checkpoint: 0,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut next_progress = async || {
+        let arrived = tokio::time::timeout(Duration::from_secs(20), changes.message()).await;
+        match arrived
+            .expect("no change arrived")
+            .unwrap()
+            .unwrap()
+            .document
+        {
+            Some(api::read_model_change::Document::EvaluationBrief(brief)) => {
+                brief.goals[0].progress.len()
+            }
+            other => panic!("not a brief: {other:?}"),
+        }
+    };
+    assert_eq!(next_progress().await, 0);
+    record_progress(&server, 1).await;
+    assert_eq!(next_progress().await, 1, "the live change did not arrive");
+    drop(changes);
 
     // Killed without a goodbye; another server with nothing of its own takes over.
     server.kill();
