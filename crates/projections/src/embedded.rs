@@ -180,8 +180,11 @@ struct File {
 impl File {
     fn open(path: PathBuf) -> Result<Self, Error> {
         let writer = open_connection(&path)?;
-        // The writer's pages are the hot ones while the projection catches up.
+        // The writer's pages are the hot ones while the projection catches up. It reads them
+        // without a memory map: a fold touches every page of the file, and each one it had
+        // mapped would stay in the process's resident memory.
         writer.pragma_update(None, "cache_size", -32_000)?;
+        writer.pragma_update(None, "mmap_size", 0)?;
         writer.execute_batch(
             "-- A document of a followed model carries the number of its last change (numbered
              -- across all files and rebuilds), so subscribers resume from a number and see every
@@ -622,6 +625,20 @@ mod tests {
         assert_eq!(keys(reads.scan("item", "t/").unwrap()), ["t/m/i1"]);
         // Another member's prefix is not this one's.
         assert!(reads.scan("goal", "t/m2/").unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_writer_reads_its_file_without_a_memory_map_and_readers_through_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedDocuments::open(dir.path(), &[&A]).unwrap();
+        let mmap_size = |connection: &Connection| -> i64 {
+            connection
+                .pragma_query_value(None, "mmap_size", |row| row.get(0))
+                .unwrap()
+        };
+        assert_eq!(mmap_size(&store.files[0].writer.lock().unwrap()), 0);
+        let mapped = store.files[0].read(|reader| Ok(mmap_size(reader))).unwrap();
+        assert!(mapped > 0, "queries read through a memory map");
     }
 
     #[test]
