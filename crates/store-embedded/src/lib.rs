@@ -46,6 +46,10 @@ pub struct EmbeddedStore {
 #[derive(Debug)]
 struct Shared {
     readers: Arc<ReaderPool>,
+    /// The subscriptions' readers, without a memory map: a subscription from far back (a
+    /// projection catching up, the audit trees at a first start) reads the whole log once, and
+    /// every page it had mapped would stay in the process's resident memory.
+    scanners: Arc<ReaderPool>,
     stats: Counters,
     /// Set when an fsync failed: from then on no append is acknowledged.
     failed: AtomicBool,
@@ -108,7 +112,8 @@ impl EmbeddedStore {
             open: true,
         });
         let shared = Arc::new(Shared {
-            readers: Arc::new(ReaderPool::new(path)),
+            readers: Arc::new(ReaderPool::new(path.clone(), true)),
+            scanners: Arc::new(ReaderPool::new(path, false)),
             stats: Counters::default(),
             failed: AtomicBool::new(false),
             head,
@@ -276,4 +281,38 @@ impl EventStore for EmbeddedStore {
 /// Where the store keeps its files, for tools that inspect them (tests, backups).
 pub fn database_path(dir: impl AsRef<Path>) -> PathBuf {
     dir.as_ref().join(EmbeddedStore::FILE_NAME)
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt;
+    use ledger_store::{ExpectedVersion, Metadata, NewEvent};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn subscriptions_read_the_log_without_a_memory_map_and_other_reads_through_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let event = NewEvent {
+            id: uuid::Uuid::new_v4(),
+            event_type: "test.Event".into(),
+            payload: bytes::Bytes::from_static(b"x"),
+            metadata: Metadata::default(),
+        };
+        let stream = StreamName::new("s").unwrap();
+        let appended = store.append(&stream, ExpectedVersion::NoStream, vec![event]);
+        appended.await.unwrap();
+        store.close().await.unwrap();
+        // Reopened, nothing is kept in memory: the subscription reads from storage.
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let mut events = store.subscribe_all(None);
+        assert!(events.next().await.unwrap().is_ok());
+        let shared = &store.shared;
+        assert_eq!((shared.scanners.idle(), shared.readers.idle()), (1, 0));
+        let subscriptions = shared.scanners.run(|reader| Ok(reader.mmap_size()));
+        assert_eq!(subscriptions.await.unwrap(), 0);
+        let reads = shared.readers.run(|reader| Ok(reader.mmap_size()));
+        assert!(reads.await.unwrap() > 0);
+    }
 }

@@ -28,17 +28,26 @@ const SELECT_EVENTS: &str = "
 #[derive(Debug)]
 pub(crate) struct ReaderPool {
     path: PathBuf,
+    /// Whether its connections read through a memory map (see [`schema::open_reader`]).
+    mapped: bool,
     idle: Mutex<Vec<Reader>>,
     permits: tokio::sync::Semaphore,
 }
 
 impl ReaderPool {
-    pub(crate) fn new(path: PathBuf) -> Self {
+    pub(crate) fn new(path: PathBuf, mapped: bool) -> Self {
         Self {
             path,
+            mapped,
             idle: Mutex::new(Vec::new()),
             permits: tokio::sync::Semaphore::new(READERS),
         }
+    }
+
+    /// Connections opened and now idle.
+    #[cfg(test)]
+    pub(crate) fn idle(&self) -> usize {
+        self.idle.lock().unwrap().len()
     }
 
     /// Runs `query` on a pooled connection on a blocking thread.
@@ -51,7 +60,7 @@ impl ReaderPool {
         tokio::task::spawn_blocking(move || {
             let reader = match pool.idle.lock().unwrap().pop() {
                 Some(reader) => reader,
-                None => Reader(schema::open_reader(&pool.path).map_err(backend)?),
+                None => Reader(schema::open_reader(&pool.path, pool.mapped).map_err(backend)?),
             };
             let result = query(&reader);
             pool.idle.lock().unwrap().push(reader);
@@ -67,6 +76,13 @@ impl ReaderPool {
 pub(crate) struct Reader(Connection);
 
 impl Reader {
+    #[cfg(test)]
+    pub(crate) fn mmap_size(&self) -> i64 {
+        (self.0)
+            .pragma_query_value(None, "mmap_size", |row| row.get(0))
+            .unwrap()
+    }
+
     pub(crate) fn read_all(
         &self,
         from: u64,

@@ -80,14 +80,14 @@ pub(crate) fn open_wal(database: &Path) -> std::io::Result<std::fs::File> {
         .open(wal)
 }
 
-/// Opens a connection that can only read.
-pub(crate) fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
+/// Opens a connection that can only read; `mapped`: through a memory map of the file's first
+/// GiB rather than a syscall per page.
+pub(crate) fn open_reader(path: &Path, mapped: bool) -> rusqlite::Result<Connection> {
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let connection = Connection::open_with_flags(path, flags)?;
     connection.busy_timeout(BUSY_TIMEOUT)?;
     connection.pragma_update(None, "cache_size", -16_000)?;
-    // Reads through a memory map rather than a syscall per page.
-    connection.pragma_update(None, "mmap_size", 1i64 << 30)?;
+    connection.pragma_update(None, "mmap_size", if mapped { 1i64 << 30 } else { 0 })?;
     // A statement per query shape and LIMIT (see `reader`).
     connection.set_prepared_statement_cache_capacity(64);
     Ok(connection)

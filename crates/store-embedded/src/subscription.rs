@@ -89,7 +89,7 @@ impl Subscription {
             Some(page) => page,
             None => {
                 self.shared
-                    .readers
+                    .scanners
                     .run(move |reader| match &filter {
                         Filter::All { .. } => reader.read_all(scanned, true, upto, PAGE),
                         Filter::Stream { stream, after } => {
