@@ -86,8 +86,10 @@ pub(crate) fn open_reader(path: &Path, mapped: bool) -> rusqlite::Result<Connect
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let connection = Connection::open_with_flags(path, flags)?;
     connection.busy_timeout(BUSY_TIMEOUT)?;
-    connection.pragma_update(None, "cache_size", -16_000)?;
     connection.pragma_update(None, "mmap_size", if mapped { 1i64 << 30 } else { 0 })?;
+    // A mapped connection reads its pages through the map, not the cache; an unmapped one reads
+    // the log once from front to back, and a page cache only keeps what it will not read again.
+    connection.pragma_update(None, "cache_size", if mapped { -16_000 } else { -2_000 })?;
     // A statement per query shape and LIMIT (see `reader`).
     connection.set_prepared_statement_cache_capacity(64);
     Ok(connection)
