@@ -63,6 +63,14 @@ pub fn authed<T>(token: &str, message: T) -> tonic::Request<T> {
     request
 }
 
+/// The subscription's next change, failing the test if none arrives within 20 s.
+pub async fn next_change(
+    stream: &mut tonic::Streaming<ledger_proto::v1::ReadModelChange>,
+) -> ledger_proto::v1::ReadModelChange {
+    let arrived = tokio::time::timeout(Duration::from_secs(20), stream.message()).await;
+    arrived.expect("no change arrived").unwrap().unwrap()
+}
+
 /// Sets up tenant acme's org unit `sales` and registers `people` (id, display name) in it, as the
 /// hr-sync service.
 pub async fn set_up_sales(server: &ServerProcess, people: &[(&str, &str)]) {

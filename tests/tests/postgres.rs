@@ -2,9 +2,7 @@
 //! afresh (a new data directory, as another replica would be) rebuilds the same read models from
 //! it. Runs when `LEDGER_TEST_PG_URL` is set; otherwise says it was skipped.
 
-use std::time::Duration;
-
-use ledger_e2e::server::{ServerProcess, authed};
+use ledger_e2e::server::{ServerProcess, authed, next_change};
 use ledger_projections::periods_of;
 use ledger_proto::v1 as api;
 use ledger_proto::v1::goals_client::GoalsClient;
@@ -111,19 +109,11 @@ async fn commands_land_in_postgres_and_a_fresh_server_rebuilds_from_it() {
         .await
         .unwrap()
         .into_inner();
-    let mut next_progress = async || {
-        let arrived = tokio::time::timeout(Duration::from_secs(20), changes.message()).await;
-        match arrived
-            .expect("no change arrived")
-            .unwrap()
-            .unwrap()
-            .document
-        {
-            Some(api::read_model_change::Document::EvaluationBrief(brief)) => {
-                brief.goals[0].progress.len()
-            }
-            other => panic!("not a brief: {other:?}"),
+    let mut next_progress = async || match next_change(&mut changes).await.document {
+        Some(api::read_model_change::Document::EvaluationBrief(brief)) => {
+            brief.goals[0].progress.len()
         }
+        other => panic!("not a brief: {other:?}"),
     };
     assert_eq!(next_progress().await, 0);
     record_progress(&server, 1).await;

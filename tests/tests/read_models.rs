@@ -4,7 +4,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ledger_domain::pb;
-use ledger_e2e::server::{ServerProcess, authed, set_up_sales};
+use ledger_e2e::server::{ServerProcess, authed, next_change, set_up_sales};
 use ledger_projections::periods_of;
 use ledger_proto::v1 as api;
 use ledger_proto::v1::goals_client::GoalsClient;
@@ -676,9 +676,4 @@ fn goal_of_mia(period: &str) -> api::SetGoalRequest {
         title: "Mentor".into(),
         ..Default::default()
     }
-}
-
-async fn next_change(stream: &mut tonic::Streaming<api::ReadModelChange>) -> api::ReadModelChange {
-    let arrived = tokio::time::timeout(std::time::Duration::from_secs(20), stream.message()).await;
-    arrived.expect("no change arrived").unwrap().unwrap()
 }
