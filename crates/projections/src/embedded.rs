@@ -106,12 +106,8 @@ impl EmbeddedDocuments {
         let directory = data_dir.join(Self::DIRECTORY);
         std::fs::create_dir_all(&directory)
             .map_err(|e| Error::Database(format!("cannot create {}: {e}", directory.display())))?;
-        let mut store = Self {
-            files: Vec::new(),
-            by_projection: HashMap::new(),
-            by_model: HashMap::new(),
-            sequence: Sequence::starting_after(0),
-        };
+        let (mut files, mut by_projection, mut by_model) =
+            (Vec::new(), HashMap::new(), HashMap::new());
         let mut last = 0;
         for (index, projection) in projections.iter().enumerate() {
             let file = File::open(directory.join(format!("{}.db", projection.name())))?;
@@ -121,14 +117,18 @@ impl EmbeddedDocuments {
                     .optional()?;
                 Ok(last.unwrap_or(0) as u64)
             })?);
-            store.files.push(file);
-            store.by_projection.insert(projection.name(), index);
+            files.push(file);
+            by_projection.insert(projection.name(), index);
             for model in projection.models() {
-                store.by_model.insert(model, index);
+                by_model.insert(*model, index);
             }
         }
-        store.sequence = Sequence::starting_after(last);
-        Ok(store)
+        Ok(Self {
+            files,
+            by_projection,
+            by_model,
+            sequence: Sequence::starting_after(last),
+        })
     }
 
     fn of_projection(&self, projection: &str) -> Result<&File, Error> {
