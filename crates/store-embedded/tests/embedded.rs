@@ -182,33 +182,37 @@ async fn concurrent_appends_share_commits() {
 
 #[tokio::test]
 async fn a_damaged_event_is_reported_not_returned() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = EmbeddedStore::open(dir.path()).unwrap();
-    store
-        .append(
-            &stream("s"),
-            ExpectedVersion::Any,
-            vec![event("fine"), event("hit")],
+    // Metadata that does not decode, an id that is not a UUID (the table is STRICT: a column
+    // holds nothing but its type).
+    for damage in ["metadata = x'0a03010203'", "event_id = x'010203'"] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        store
+            .append(
+                &stream("s"),
+                ExpectedVersion::Any,
+                vec![event("fine"), event("hit")],
+            )
+            .await
+            .unwrap();
+        store.close().await.unwrap();
+
+        let db = rusqlite::Connection::open(database_path(dir.path())).unwrap();
+        db.execute(
+            &format!("UPDATE events SET {damage} WHERE position = 2"),
+            [],
         )
-        .await
         .unwrap();
-    store.close().await.unwrap();
+        drop(db);
 
-    let db = rusqlite::Connection::open(database_path(dir.path())).unwrap();
-    db.execute(
-        "UPDATE events SET metadata = x'0a03010203' WHERE position = 2",
-        [],
-    )
-    .unwrap();
-    drop(db);
-
-    let store = EmbeddedStore::open(dir.path()).unwrap();
-    let read = store.read_all(AllRead::Forward { after: None }, 10).await;
-    assert!(
-        matches!(read, Err(Error::Corrupt { ref position, .. }) if position == "2"),
-        "{read:?}"
-    );
-    store.close().await.unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let read = store.read_all(AllRead::Forward { after: None }, 10).await;
+        assert!(
+            matches!(read, Err(Error::Corrupt { ref position, .. }) if position == "2"),
+            "{damage}: {read:?}"
+        );
+        store.close().await.unwrap();
+    }
 }
 
 /// Subscribers at the head take events from what the writer keeps in memory: they must be
