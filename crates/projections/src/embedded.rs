@@ -254,6 +254,12 @@ fn write(
         return Err(Error::Conflict);
     }
     let first = next;
+    // Looked up once, not per row: a catching-up commit writes tens of thousands.
+    let mut upsert = transaction.prepare_cached(
+        "INSERT OR REPLACE INTO documents (model, key, body, seq) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    let mut delete =
+        transaction.prepare_cached("DELETE FROM documents WHERE model = ?1 AND key = ?2")?;
     for write in writes {
         let (model, key, body) = match write {
             Write::Put { model, key, body } => (model, key, Some(body)),
@@ -264,17 +270,12 @@ fn write(
             next as i64 - 1
         });
         if body.is_none() && seq.is_none() {
-            transaction
-                .prepare_cached("DELETE FROM documents WHERE model = ?1 AND key = ?2")?
-                .execute(params![model, key])?;
+            delete.execute(params![model, key])?;
         } else {
-            transaction
-                .prepare_cached(
-                    "INSERT OR REPLACE INTO documents (model, key, body, seq) VALUES (?1, ?2, ?3, ?4)",
-                )?
-                .execute(params![model, key, body, seq])?;
+            upsert.execute(params![model, key, body, seq])?;
         }
     }
+    drop((upsert, delete));
     if next > first {
         transaction
             .prepare_cached("INSERT OR REPLACE INTO change_sequence (id, last) VALUES (1, ?1)")?
