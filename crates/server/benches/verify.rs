@@ -18,6 +18,10 @@ use ledger_store::{EventStore, ExpectedVersion, Metadata, NewEvent, StreamName};
 use ledger_store_embedded::EmbeddedStore;
 use uuid::Uuid;
 
+/// As the server allocates.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const BATCH: usize = 1000;
 
 fn main() {
