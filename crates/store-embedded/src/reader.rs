@@ -90,6 +90,7 @@ impl Reader {
         upto: u64,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, Error> {
+        let most = limit;
         let limit = clamp(limit as u64);
         let sql = if forward {
             format!(
@@ -100,7 +101,18 @@ impl Reader {
                 "{SELECT_EVENTS} WHERE e.position < ?1 AND e.position <= ?2 ORDER BY e.position DESC LIMIT {limit}"
             )
         };
-        self.query(&sql, params![clamp(from), clamp(upto)])
+        // At most one event per position: room for the page at once, not doubling up to it.
+        let bound = if forward {
+            upto.saturating_sub(from)
+        } else {
+            from
+        };
+        let rows = usize::try_from(bound).map_or(most, |bound| bound.min(most));
+        self.query(
+            &sql,
+            params![clamp(from), clamp(upto)],
+            rows.min(MOST_ROWS_RESERVED),
+        )
     }
 
     pub(crate) fn read_stream(
@@ -125,7 +137,7 @@ impl Reader {
                 from.unwrap_or(u64::MAX),
             ),
         };
-        self.query(&sql, params![stream.as_str(), clamp(from), clamp(upto)])
+        self.query(&sql, params![stream.as_str(), clamp(from), clamp(upto)], 0)
     }
 
     /// Events of `stream` after revision `after` (all when `None`), in revision order.
@@ -154,16 +166,26 @@ impl Reader {
             .map(|event| event.revision))
     }
 
-    fn query(&self, sql: &str, params: impl rusqlite::Params) -> Result<Vec<RecordedEvent>, Error> {
+    /// The events of `sql`'s rows, with room for `rows` of them reserved.
+    fn query(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+        rows: usize,
+    ) -> Result<Vec<RecordedEvent>, Error> {
         let mut statement = self.0.prepare_cached(sql).map_err(backend)?;
-        let mut rows = statement.query(params).map_err(backend)?;
-        let mut events = Vec::new();
-        while let Some(row) = rows.next().map_err(backend)? {
+        let mut found = statement.query(params).map_err(backend)?;
+        let mut events = Vec::with_capacity(rows);
+        while let Some(row) = found.next().map_err(backend)? {
             events.push(recorded(row)?);
         }
         Ok(events)
     }
 }
+
+/// The most rows a read of the whole log reserves room for before reading them: more than the
+/// pages subscriptions and the projections' shared reading ask for, less than a careless limit.
+const MOST_ROWS_RESERVED: usize = 8_192;
 
 /// SQLite integers are signed; cursors past `i64::MAX` mean "no bound".
 fn clamp(n: u64) -> i64 {
