@@ -27,10 +27,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out_dir.join("dialogue_ledger_descriptor.bin"),
         prost::Message::encode_to_vec(&descriptors),
     )?;
+    // A replay streams the stored payload as it is: shared, not copied per event.
+    let shared_bytes = ".dialogue.ledger.v1.LedgerEvent.payload";
     if std::env::var_os("CARGO_FEATURE_GRPC").is_some() {
-        tonic_prost_build::configure().compile_fds(descriptors)?;
+        (tonic_prost_build::configure())
+            .bytes(shared_bytes)
+            .compile_fds(descriptors)?;
     } else {
-        prost_build::Config::new().compile_fds(descriptors)?;
+        prost_build::Config::new()
+            .bytes([shared_bytes])
+            .compile_fds(descriptors)?;
     }
     Ok(())
 }

@@ -260,7 +260,7 @@ fn tree_status(error: TreeError) -> Status {
 fn ledger_event(event: &RecordedEvent, leaf_index: u64) -> api::LedgerEvent {
     api::LedgerEvent {
         leaf_index,
-        stream: event.stream.to_string(),
+        stream: event.stream.as_str().to_owned(),
         revision: event.revision,
         position: Some(api::Position {
             commit: event.position.commit(),
@@ -270,7 +270,7 @@ fn ledger_event(event: &RecordedEvent, leaf_index: u64) -> api::LedgerEvent {
         event_type: event.event_type.clone(),
         recorded_at_micros: event.recorded_at.as_micros(),
         metadata: event.metadata.encode(),
-        payload: event.payload.to_vec(),
+        payload: event.payload.clone(),
     }
 }
 
