@@ -90,7 +90,13 @@ impl Reader {
         upto: u64,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, Error> {
-        let most = limit;
+        // At most one event per position: room for the page at once, not doubling up to it.
+        let span = if forward {
+            upto.saturating_sub(from)
+        } else {
+            from
+        };
+        let rows = span.min(limit as u64).min(MOST_ROWS_RESERVED as u64) as usize;
         let limit = clamp(limit as u64);
         let sql = if forward {
             format!(
@@ -101,18 +107,7 @@ impl Reader {
                 "{SELECT_EVENTS} WHERE e.position < ?1 AND e.position <= ?2 ORDER BY e.position DESC LIMIT {limit}"
             )
         };
-        // At most one event per position: room for the page at once, not doubling up to it.
-        let bound = if forward {
-            upto.saturating_sub(from)
-        } else {
-            from
-        };
-        let rows = usize::try_from(bound).map_or(most, |bound| bound.min(most));
-        self.query(
-            &sql,
-            params![clamp(from), clamp(upto)],
-            rows.min(MOST_ROWS_RESERVED),
-        )
+        self.query(&sql, params![clamp(from), clamp(upto)], rows)
     }
 
     pub(crate) fn read_stream(
