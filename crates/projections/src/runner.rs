@@ -2,11 +2,12 @@
 //! and commits each batch's document changes with the new checkpoint in one transaction.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use ledger_domain::{Event, Micros};
 use ledger_store::{Position, RecordedEvent};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use uuid::Uuid;
 
 use crate::documents::{Checkpoint, DocumentStore, Documents, Error, Lease, Write};
@@ -14,10 +15,14 @@ use crate::feed::{Fed, LogPage, Page, SharedLog};
 
 /// While catching up, a commit covers this many events (unless set otherwise) or this long
 /// folding, whichever comes first: each commit rewrites every B-tree page its documents touch,
-/// so fewer, larger commits write far less. Live (a page that reached the log's head), every
-/// page commits at once.
+/// so fewer, larger commits write far less. Live (a page that reached the log's head), see
+/// [`LIVE_COMMIT_INTERVAL`].
 pub const DEFAULT_COMMIT_EVENTS: usize = 65_536;
 const COMMIT_INTERVAL: Duration = Duration::from_millis(1000);
+/// Live, a fold commits at most this often unless a query waits for what it folded: a
+/// commit per 10 ms page rewrote the same pages again and again (a tenth of the server's CPU
+/// under a steady write load), and subscribers and `current` queries can wait this long.
+const LIVE_COMMIT_INTERVAL: Duration = Duration::from_millis(100);
 /// Documents a fold keeps decoded between commits: live, a member's next command finds the
 /// documents its last one changed (a few hundred bytes each); catching up, far more pass
 /// through, and the cache is emptied at each commit.
@@ -74,7 +79,35 @@ pub struct ProjectionRunner {
     log: SharedLog,
     documents: Arc<dyn DocumentStore>,
     status: watch::Sender<ProjectionStatus>,
+    waiting: Arc<Waiting>,
     commit_events: usize,
+    live_commit_interval: Duration,
+}
+
+/// The queries waiting for positions the projection has yet to publish: a live fold holding
+/// its changes commits them at once when one comes.
+#[derive(Debug, Default)]
+struct Waiting {
+    queries: AtomicUsize,
+    /// Told when a query begins to wait (a permit kept if the fold is not listening).
+    arrived: Notify,
+}
+
+/// A query's wait, counted until dropped.
+struct Wait<'a>(&'a Waiting);
+
+impl<'a> Wait<'a> {
+    fn begin(waiting: &'a Waiting) -> Self {
+        waiting.queries.fetch_add(1, Ordering::SeqCst);
+        waiting.arrived.notify_one();
+        Self(waiting)
+    }
+}
+
+impl Drop for Wait<'_> {
+    fn drop(&mut self) {
+        self.0.queries.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl ProjectionRunner {
@@ -83,7 +116,9 @@ impl ProjectionRunner {
             log,
             documents,
             status: watch::channel(ProjectionStatus::default()).0,
+            waiting: Arc::default(),
             commit_events: DEFAULT_COMMIT_EVENTS,
+            live_commit_interval: LIVE_COMMIT_INTERVAL,
         }
     }
 
@@ -91,6 +126,13 @@ impl ProjectionRunner {
     /// [`DEFAULT_COMMIT_EVENTS`]: fewer to fold again after a crash, more to write.
     pub fn committing_every(mut self, events: usize) -> Self {
         self.commit_events = events.max(1);
+        self
+    }
+
+    /// Live, commits at most every `interval` (unless a query waits) instead of every
+    /// [`LIVE_COMMIT_INTERVAL`].
+    pub fn committing_live_every(mut self, interval: Duration) -> Self {
+        self.live_commit_interval = interval;
         self
     }
 
@@ -104,9 +146,13 @@ impl ProjectionRunner {
         let Some(position) = position else {
             return true;
         };
+        let reached = |s: &ProjectionStatus| s.position.is_some_and(|p| p >= position);
         let mut status = self.status.subscribe();
-        let reached = status.wait_for(|s| s.position.is_some_and(|p| p >= position));
-        tokio::time::timeout(patience, reached)
+        if reached(&status.borrow()) {
+            return true;
+        }
+        let _wait = Wait::begin(&self.waiting);
+        tokio::time::timeout(patience, status.wait_for(reached))
             .await
             .is_ok_and(|r| r.is_ok())
     }
@@ -207,17 +253,17 @@ impl ProjectionRunner {
             // last one folds.
             let (pages, received) = mpsc::channel(2);
             let folder = {
-                let (documents, projection) = (self.documents.clone(), projection.clone());
-                let (status, commit_events) = (self.status.clone(), self.commit_events);
+                let folding = Folding {
+                    documents: self.documents.clone(),
+                    status: self.status.clone(),
+                    waiting: self.waiting.clone(),
+                    commit_events: self.commit_events,
+                    live_commit_interval: self.live_commit_interval,
+                    runtime: tokio::runtime::Handle::current(),
+                };
+                let projection = projection.clone();
                 tokio::task::spawn_blocking(move || {
-                    fold_pages(
-                        documents.as_ref(),
-                        projection.as_ref(),
-                        checkpoint,
-                        commit_events,
-                        received,
-                        &status,
-                    )
+                    folding.fold_pages(projection.as_ref(), checkpoint, received)
                 })
             };
             let fed = (self.log)
@@ -248,69 +294,136 @@ impl ProjectionRunner {
     }
 }
 
-/// Folds pages as they come and commits them: at once when the log is drained (live), else
-/// after `commit_events` events or [`COMMIT_INTERVAL`]. A live page that changed no document
-/// (a page of access records, say) is published without a commit: the documents already stand
-/// at its end, and the checkpoint follows with the next commit (the next change, or the first
-/// page after [`COMMIT_INTERVAL`]); a restart folds such events again, changing nothing.
-/// Catching up, a commit runs on a thread of its own while the next events fold (the documents
-/// it writes stay cached until it is done, so the fold never reads around it). Returns the
-/// checkpoint reached.
-fn fold_pages(
-    store: &dyn DocumentStore,
-    projection: &dyn Projection,
-    checkpoint: Option<Checkpoint>,
+/// What comes next to a live fold holding its changes.
+enum Next {
+    Page(Page),
+    /// The held changes are due: the live commit interval passed, or a query waits.
+    Due,
+    Closed,
+}
+
+/// What a fold's thread takes of its runner: not the log, whose shared reading ends with the
+/// runner's last clone and so ends the fold.
+struct Folding {
+    documents: Arc<dyn DocumentStore>,
+    status: watch::Sender<ProjectionStatus>,
+    waiting: Arc<Waiting>,
     commit_events: usize,
-    mut pages: mpsc::Receiver<Page>,
-    status: &watch::Sender<ProjectionStatus>,
-) -> Result<Option<Checkpoint>, Error> {
-    let reached = |position: Position, drained: bool| {
-        status.send_modify(|status| {
-            status.position = Some(position);
-            status.caught_up |= drained;
-        });
-    };
-    std::thread::scope(|scope| {
-        let mut documents = Documents::new(store);
-        let mut window = Window::after(checkpoint);
-        let mut in_flight: Option<std::thread::ScopedJoinHandle<'_, _>> = None;
-        let finish = |in_flight: Option<std::thread::ScopedJoinHandle<'_, _>>| {
-            if let Some(commit) = in_flight {
-                let to: Checkpoint = commit.join().expect("committing does not panic")?;
-                reached(to.position, false);
-            }
-            Ok::<_, Error>(())
+    live_commit_interval: Duration,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Folding {
+    /// Folds pages as they come and commits them: catching up, after `commit_events` events or
+    /// [`COMMIT_INTERVAL`]; live (the log drained), once the live commit interval has passed
+    /// since the last commit, or at once when a query waits for what was folded. A live page
+    /// that changed no document (a page of access records, say) is published without a commit:
+    /// the documents already stand at its end, and the checkpoint follows with the next commit;
+    /// a restart folds such events again, changing nothing. Catching up, a commit runs on a
+    /// thread of its own while the next events fold (the documents it writes stay cached until
+    /// it is done, so the fold never reads around it). Returns the checkpoint reached.
+    fn fold_pages(
+        &self,
+        projection: &dyn Projection,
+        checkpoint: Option<Checkpoint>,
+        mut pages: mpsc::Receiver<Page>,
+    ) -> Result<Option<Checkpoint>, Error> {
+        let store = self.documents.as_ref();
+        let reached = |position: Position, drained: bool| {
+            self.status.send_modify(|status| {
+                status.position = Some(position);
+                status.caught_up |= drained;
+            });
         };
-        while let Some(page) = pages.blocking_recv() {
-            window.apply(projection, &mut documents, &page.log, page.skip)?;
-            let full = window.events >= commit_events || window.opened.elapsed() >= COMMIT_INTERVAL;
-            if !page.drained && !full {
-                continue;
+        std::thread::scope(|scope| {
+            let mut documents = Documents::new(store);
+            let mut window = Window::after(checkpoint);
+            let mut in_flight: Option<std::thread::ScopedJoinHandle<'_, _>> = None;
+            let finish = |in_flight: Option<std::thread::ScopedJoinHandle<'_, _>>| {
+                if let Some(commit) = in_flight {
+                    let to: Checkpoint = commit.join().expect("committing does not panic")?;
+                    reached(to.position, false);
+                }
+                Ok::<_, Error>(())
+            };
+            // Live changes folded and not yet committed.
+            let mut held = false;
+            loop {
+                let next = if held {
+                    self.next_before_due(&mut pages, window.opened)
+                } else {
+                    pages.blocking_recv().map_or(Next::Closed, Next::Page)
+                };
+                let page = match next {
+                    Next::Page(page) => page,
+                    Next::Due => {
+                        let to =
+                            (window.close(projection, &mut documents)?).run(store, projection)?;
+                        reached(to.position, true);
+                        held = false;
+                        continue;
+                    }
+                    Next::Closed => break,
+                };
+                held = false;
+                window.apply(projection, &mut documents, &page.log, page.skip)?;
+                let full = window.events >= self.commit_events
+                    || window.opened.elapsed() >= COMMIT_INTERVAL;
+                if !page.drained && !full {
+                    continue;
+                }
+                finish(in_flight.take())?;
+                if page.drained && !full {
+                    if !documents.changed() {
+                        if let Some(last) = window.last {
+                            reached(last, true);
+                        }
+                        continue;
+                    }
+                    held = self.waiting.queries.load(Ordering::SeqCst) == 0
+                        && window.opened.elapsed() < self.live_commit_interval;
+                    if held {
+                        continue;
+                    }
+                }
+                documents.forget_written_beyond(KEPT_DOCUMENTS);
+                let commit = window.close(projection, &mut documents)?;
+                if page.drained {
+                    reached(commit.run(store, projection)?.position, true);
+                } else {
+                    in_flight = Some(scope.spawn(move || commit.run(store, projection)));
+                }
             }
             finish(in_flight.take())?;
-            if page.drained && !full && !documents.changed() {
-                if let Some(last) = window.last {
-                    reached(last, true);
+            if window.events > 0 {
+                let to = window
+                    .close(projection, &mut documents)?
+                    .run(store, projection)?;
+                reached(to.position, held);
+            }
+            Ok(window.from)
+        })
+    }
+
+    /// The next page, unless the changes held since `opened` fall due before it comes.
+    fn next_before_due(&self, pages: &mut mpsc::Receiver<Page>, opened: Instant) -> Next {
+        let due = tokio::time::Instant::from_std(opened + self.live_commit_interval);
+        self.runtime.block_on(async {
+            loop {
+                tokio::select! {
+                    biased;
+                    page = pages.recv() => return page.map_or(Next::Closed, Next::Page),
+                    // The permit of a query served since may be left: only a waiting one counts.
+                    () = self.waiting.arrived.notified() => {
+                        if self.waiting.queries.load(Ordering::SeqCst) > 0 {
+                            return Next::Due;
+                        }
+                    }
+                    () = tokio::time::sleep_until(due) => return Next::Due,
                 }
-                continue;
             }
-            documents.forget_written_beyond(KEPT_DOCUMENTS);
-            let commit = window.close(projection, &mut documents)?;
-            if page.drained {
-                reached(commit.run(store, projection)?.position, true);
-            } else {
-                in_flight = Some(scope.spawn(move || commit.run(store, projection)));
-            }
-        }
-        finish(in_flight.take())?;
-        if window.events > 0 {
-            let to = window
-                .close(projection, &mut documents)?
-                .run(store, projection)?;
-            reached(to.position, false);
-        }
-        Ok(window.from)
-    })
+        })
+    }
 }
 
 /// The events folded since the last commit.
