@@ -354,41 +354,40 @@ impl Folding {
                 } else {
                     pages.blocking_recv().map_or(Next::Closed, Next::Page)
                 };
-                let page = match next {
-                    Next::Page(page) => page,
-                    Next::Due => {
-                        let to =
-                            (window.close(projection, &mut documents)?).run(store, projection)?;
-                        reached(to.position, true);
+                let drained = match next {
+                    Next::Page(page) => {
                         held = false;
-                        continue;
+                        window.apply(projection, &mut documents, &page.log, page.skip)?;
+                        let full = window.events >= self.commit_events
+                            || window.opened.elapsed() >= COMMIT_INTERVAL;
+                        if !page.drained && !full {
+                            continue;
+                        }
+                        finish(in_flight.take())?;
+                        if page.drained && !full {
+                            if !documents.changed() {
+                                if let Some(last) = window.last {
+                                    reached(last, true);
+                                }
+                                continue;
+                            }
+                            held = self.waiting.queries.load(Ordering::SeqCst) == 0
+                                && window.opened.elapsed() < self.live_commit_interval;
+                            if held {
+                                continue;
+                            }
+                        }
+                        page.drained
+                    }
+                    Next::Due => {
+                        held = false;
+                        true
                     }
                     Next::Closed => break,
                 };
-                held = false;
-                window.apply(projection, &mut documents, &page.log, page.skip)?;
-                let full = window.events >= self.commit_events
-                    || window.opened.elapsed() >= COMMIT_INTERVAL;
-                if !page.drained && !full {
-                    continue;
-                }
-                finish(in_flight.take())?;
-                if page.drained && !full {
-                    if !documents.changed() {
-                        if let Some(last) = window.last {
-                            reached(last, true);
-                        }
-                        continue;
-                    }
-                    held = self.waiting.queries.load(Ordering::SeqCst) == 0
-                        && window.opened.elapsed() < self.live_commit_interval;
-                    if held {
-                        continue;
-                    }
-                }
                 documents.forget_written_beyond(KEPT_DOCUMENTS);
                 let commit = window.close(projection, &mut documents)?;
-                if page.drained {
+                if drained {
                     reached(commit.run(store, projection)?.position, true);
                 } else {
                     in_flight = Some(scope.spawn(move || commit.run(store, projection)));
