@@ -15,14 +15,15 @@ use futures::{FutureExt, Stream, StreamExt};
 use ledger_audit::{Frontier, Hash, ProofError, Subtrees, event_leaf_hash};
 use ledger_store::{EventStore, Position, RecordedEvent};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 /// At most this many events are folded per transaction.
 const BATCH: usize = 4096;
 /// At the log's head (not while catching up) a batch also takes what arrives until this long
-/// after the last commit: each commit rewrites the tail page of every tree level, so committing
-/// each few events the log publishes wrote about 5 KiB per command.
-const GATHER: Duration = Duration::from_millis(10);
+/// after the last commit, or until a request waits for the trees: each commit rewrites the tail
+/// page of every tree level, so committing each few events the log publishes wrote about 5 KiB
+/// per command (10 ms cost 2–9% more server CPU per command than 100 ms).
+const GATHER: Duration = Duration::from_millis(100);
 
 const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS nodes (
@@ -63,6 +64,10 @@ struct Inner {
     reader: Mutex<Connection>,
     /// The last global position folded into the trees.
     covered: watch::Sender<Option<Position>>,
+    /// Told when a request begins to wait for the trees: the batch gathering at the head commits
+    /// at once (a permit left by a request served since only ends one gathering early).
+    asked: Notify,
+    gather: Duration,
 }
 
 /// A tenant's stored subtrees, read through one connection.
@@ -137,8 +142,19 @@ impl AuditTrees {
                 writer: Mutex::new(writer),
                 reader: Mutex::new(reader),
                 covered: watch::channel(covered).0,
+                asked: Notify::new(),
+                gather: GATHER,
             }),
         })
+    }
+
+    /// At the head, gathers for `gather` instead of [`GATHER`] (before the follower starts).
+    #[cfg(test)]
+    fn gathering_for(mut self, gather: Duration) -> Self {
+        Arc::get_mut(&mut self.inner)
+            .expect("no follower yet")
+            .gather = gather;
+        self
     }
 
     /// Follows the store's global log into the trees until the store closes.
@@ -167,7 +183,10 @@ impl AuditTrees {
                 let last = batch.last().map(|event| event.position);
                 // A full batch commits at once; only a smaller one asks where the head is.
                 if batch.len() < BATCH && store.head().await.is_ok_and(|head| last >= head) {
-                    tokio::time::sleep_until(last_commit + GATHER).await;
+                    tokio::select! {
+                        () = tokio::time::sleep_until(last_commit + self.inner.gather) => {}
+                        () = self.inner.asked.notified() => {}
+                    }
                     take_ready(&mut events, &mut batch);
                 }
                 let trees = self.clone();
@@ -275,13 +294,15 @@ impl AuditTrees {
         let Some(position) = position else {
             return true;
         };
+        let reached = |c: &Option<Position>| c.is_some_and(|c| c >= position);
         let mut covered = self.inner.covered.subscribe();
-        tokio::time::timeout(
-            patience,
-            covered.wait_for(|c| c.is_some_and(|c| c >= position)),
-        )
-        .await
-        .is_ok_and(|waited| waited.is_ok())
+        if reached(&covered.borrow()) {
+            return true;
+        }
+        self.inner.asked.notify_one();
+        tokio::time::timeout(patience, covered.wait_for(reached))
+            .await
+            .is_ok_and(|waited| waited.is_ok())
     }
 
     /// Runs a read on the reader connection on a blocking thread.
@@ -450,6 +471,39 @@ mod tests {
 
     use super::*;
     use crate::watched_store::WatchedStore;
+
+    /// At the head, events wait for the gathering to end, unless a request waits for them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_request_waiting_for_the_trees_ends_the_gathering() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path().join("log")).unwrap();
+        let trees = AuditTrees::open(dir.path())
+            .unwrap()
+            .gathering_for(Duration::from_secs(3600));
+        let _follower = trees.spawn_follower(Arc::new(store.clone()));
+        let stream = StreamName::new("acme/person-mia").unwrap();
+        let event = NewEvent {
+            id: uuid::Uuid::new_v4(),
+            event_type: "test".into(),
+            payload: vec![1].into(),
+            metadata: Metadata::default(),
+        };
+        store
+            .append(&stream, ExpectedVersion::NoStream, vec![event])
+            .await
+            .unwrap();
+        let head = store.head().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            *trees.inner.covered.borrow(),
+            None,
+            "folded before its hour"
+        );
+        let asked = std::time::Instant::now();
+        assert!(trees.wait_covered(head, Duration::from_secs(10)).await);
+        assert!(asked.elapsed() < Duration::from_secs(5));
+        assert_eq!(trees.size("acme").await.unwrap(), 1);
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_subscription_that_fails_mid_batch_is_resumed() {
