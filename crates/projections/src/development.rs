@@ -134,7 +134,7 @@ impl DevelopmentReviews {
         insight: &str,
         change: impl FnOnce(&mut Source),
     ) -> Result<(), Error> {
-        let source_key = format!("{tenant}/{insight}");
+        let source_key = [tenant, insight].join("/");
         let Some(mut source) = documents.get::<Source>(SOURCES, &source_key)? else {
             return Ok(());
         };
@@ -143,7 +143,7 @@ impl DevelopmentReviews {
         source.insight.shared_with_manager_chain =
             source.sharing.allows(pb::SharingScope::ManagerChain);
         source.insight.shared_with_hr = source.sharing.allows(pb::SharingScope::Hr);
-        let served_key = format!("{tenant}/{}/{insight}", source.subject);
+        let served_key = [tenant, &source.subject, insight].join("/");
         let shared = source.insight.shared_with_manager_chain || source.insight.shared_with_hr;
         let shown = shared.then(|| source.insight.clone());
         serve(documents, INSIGHTS, &served_key, shown, served)?;
@@ -177,10 +177,10 @@ impl Projection for DevelopmentReviews {
                     partner: e.partner_id.clone(),
                     relationship: e.relationship().as_str_name().to_owned(),
                 };
-                documents.create(ROUTES, &format!("{tenant}/session/{}", e.session_id), route)
+                documents.create(ROUTES, &[tenant, "session", &e.session_id].join("/"), route)
             }
             Event::SessionRescheduled(e) => {
-                let key = format!("{tenant}/session/{}", e.session_id);
+                let key = [tenant, "session", &e.session_id].join("/");
                 if documents.get::<SessionRoute>(ROUTES, &key)?.is_some() {
                     documents
                         .get_mut::<SessionRoute>(ROUTES, &key)?
@@ -189,7 +189,7 @@ impl Projection for DevelopmentReviews {
                 Ok(())
             }
             Event::SessionHeld(e) => {
-                let key = format!("{tenant}/session/{}", e.session_id);
+                let key = [tenant, "session", &e.session_id].join("/");
                 let Some(route) = documents.get::<SessionRoute>(ROUTES, &key)? else {
                     return Ok(());
                 };
@@ -198,7 +198,7 @@ impl Projection for DevelopmentReviews {
                 let held_at = e.held_at.as_ref().map_or(at, ledger_domain::from_timestamp);
                 let partner = documents.get_mut::<Partner>(
                     PARTNERS,
-                    &format!("{tenant}/{}/{}", route.member, route.partner),
+                    &[tenant, &route.member, &route.partner].join("/"),
                 )?;
                 partner.relationship = route.relationship;
                 partner.sessions_held += 1;
@@ -219,7 +219,7 @@ impl Projection for DevelopmentReviews {
                         ..DevelopmentInsight::default()
                     },
                 };
-                documents.create(SOURCES, &format!("{tenant}/{}", e.insight_id), source)?;
+                documents.create(SOURCES, &[tenant, &e.insight_id].join("/"), source)?;
                 Self::sync(documents, tenant, &e.insight_id, |_| {})
             }
             event => match Sharing::changed_insight(event) {

@@ -181,7 +181,7 @@ impl Period {
 
 /// The key a served document is filed under: `{tenant}/{member}/{month}/{id}`.
 fn filed(tenant: &str, member: &str, month: &str, id: &str) -> String {
-    format!("{tenant}/{member}/{month}/{id}")
+    [tenant, member, month, id].join("/")
 }
 
 /// A goal's month: the first of its period.
@@ -521,7 +521,7 @@ impl EvaluationBriefs {
         goal: &str,
         change: impl FnOnce(&mut GoalDoc),
     ) -> Result<(), Error> {
-        if let Some(key) = routed(documents, &format!("{tenant}/goal/{goal}"))? {
+        if let Some(key) = routed(documents, &[tenant, "goal", goal].join("/"))? {
             change(documents.get_mut::<GoalDoc>(GOALS, &key)?);
         }
         Ok(())
@@ -535,7 +535,7 @@ impl EvaluationBriefs {
         status: &str,
         id: Uuid,
     ) -> Result<(), Error> {
-        if let Some(key) = routed(documents, &format!("{tenant}/item/{session}/{item}"))? {
+        if let Some(key) = routed(documents, &[tenant, "item", session, item].join("/"))? {
             let item = documents.get_mut::<ItemDoc>(ITEMS, &key)?;
             item.status = status.to_owned();
             item.event_ids.push(id);
@@ -551,7 +551,7 @@ impl EvaluationBriefs {
         insight: &str,
         change: impl FnOnce(&mut InsightSource),
     ) -> Result<(), Error> {
-        let source_key = format!("{tenant}/{insight}");
+        let source_key = [tenant, insight].join("/");
         let Some(mut source) = documents.get::<InsightSource>(INSIGHT_SOURCES, &source_key)? else {
             return Ok(());
         };
@@ -596,7 +596,7 @@ impl Projection for EvaluationBriefs {
         match applied.event {
             Event::GoalSet(e) => {
                 let key = filed(tenant, &e.owner_id, &goal_month(&e.period), &e.goal_id);
-                documents.put(ROUTES, &format!("{tenant}/goal/{}", e.goal_id), key.clone())?;
+                documents.put(ROUTES, &[tenant, "goal", &e.goal_id].join("/"), key.clone())?;
                 let goal = GoalDoc {
                     period: e.period.clone(),
                     title: Text::of(&applied, &e.sealed, 0, &e.title),
@@ -640,11 +640,11 @@ impl Projection for EvaluationBriefs {
                     relationship: e.relationship().as_str_name().to_owned(),
                     purposes: e.purposes.iter().map(|p| purpose_name(*p)).collect(),
                 };
-                let key = format!("{tenant}/{}", e.session_id);
+                let key = [tenant, &e.session_id].join("/");
                 documents.create(SCHEDULED_SESSIONS, &key, session)
             }
             Event::SessionRescheduled(e) => {
-                let key = format!("{tenant}/{}", e.session_id);
+                let key = [tenant, &e.session_id].join("/");
                 if let Some(mut session) =
                     documents.get::<ScheduledSession>(SCHEDULED_SESSIONS, &key)?
                 {
@@ -654,7 +654,7 @@ impl Projection for EvaluationBriefs {
                 Ok(())
             }
             Event::SessionHeld(e) => {
-                let key = format!("{tenant}/{}", e.session_id);
+                let key = [tenant, &e.session_id].join("/");
                 // Only a scheduled session is held (the session aggregate refuses the rest).
                 let Some(session) = documents.get::<ScheduledSession>(SCHEDULED_SESSIONS, &key)?
                 else {
@@ -673,11 +673,11 @@ impl Projection for EvaluationBriefs {
                 documents.put(SESSIONS, &served, held)
             }
             Event::ActionItemAgreed(e) => {
-                let item = format!("{}/{}", e.session_id, e.item_id);
+                let item = [e.session_id.as_str(), &e.item_id].join("/");
                 let key = filed(tenant, &e.owner_id, &month_of(at), &item);
                 documents.put(
                     ROUTES,
-                    &format!("{tenant}/item/{}/{}", e.session_id, e.item_id),
+                    &[tenant, "item", &e.session_id, &e.item_id].join("/"),
                     key.clone(),
                 )?;
                 documents.put(
@@ -713,7 +713,7 @@ impl Projection for EvaluationBriefs {
                         event_ids: vec![id],
                     },
                 };
-                let key = format!("{tenant}/{}", e.insight_id);
+                let key = [tenant, &e.insight_id].join("/");
                 documents.create(INSIGHT_SOURCES, &key, source)?;
                 Self::insight(documents, tenant, &e.insight_id, |_| {})
             }

@@ -599,7 +599,7 @@ impl DialogueHealth {
         session: &str,
         change: impl FnOnce(&mut SessionDoc),
     ) -> Result<(), Error> {
-        let key = format!("{tenant}/{session}");
+        let key = [tenant, session].join("/");
         match documents.get::<SessionState>(SESSION_STATES, &key)? {
             None => Ok(()),
             Some(SessionState::Held(served)) => {
@@ -611,7 +611,7 @@ impl DialogueHealth {
                 let Some(held_at) = state.held_at else {
                     return documents.put(SESSION_STATES, &key, SessionState::Scheduled(state));
                 };
-                let served = format!("{tenant}/{}/{}/{session}", state.member, month_of(held_at));
+                let served = [tenant, &state.member, &month_of(held_at), session].join("/");
                 documents.put(SESSIONS, &served, state)?;
                 documents.put(SESSION_STATES, &key, SessionState::Held(served))
             }
@@ -625,7 +625,7 @@ impl DialogueHealth {
         insight: &str,
         change: impl FnOnce(&mut ThemeSource),
     ) -> Result<(), Error> {
-        let source_key = format!("{tenant}/{insight}");
+        let source_key = [tenant, insight].join("/");
         let Some(mut source) = documents.get::<ThemeSource>(THEME_SOURCES, &source_key)? else {
             return Ok(());
         };
@@ -636,11 +636,8 @@ impl DialogueHealth {
         };
         let served = shared(&source);
         change(&mut source);
-        let served_key = format!(
-            "{tenant}/{}/{}/{insight}",
-            source.subject,
-            month_of(source.theme.recorded_at)
-        );
+        let month = month_of(source.theme.recorded_at);
+        let served_key = [tenant, &source.subject, &month, insight].join("/");
         let shown = shared(&source).then(|| source.theme.clone());
         serve(documents, THEMES, &served_key, shown, served)?;
         documents.put(THEME_SOURCES, &source_key, source)
@@ -698,14 +695,14 @@ impl Projection for DialogueHealth {
                     name: e.name.clone(),
                     parent: Some(e.parent_id.clone()).filter(|p| !p.is_empty()),
                 };
-                documents.put(UNITS, &format!("{tenant}/{}", e.org_unit_id), unit)
+                documents.put(UNITS, &[tenant, &e.org_unit_id].join("/"), unit)
             }
             Event::PersonRegistered(pb::PersonRegistered { person_id, .. })
             | Event::ManagerAssigned(pb::ManagerAssigned { person_id, .. })
             | Event::PersonMoved(pb::PersonMoved { person_id, .. })
             | Event::PersonDeparted(pb::PersonDeparted { person_id, .. }) => {
                 let person =
-                    documents.get_mut::<PersonDoc>(PEOPLE, &format!("{tenant}/{person_id}"))?;
+                    documents.get_mut::<PersonDoc>(PEOPLE, &[tenant, person_id].join("/"))?;
                 person
                     .events
                     .push((event.type_name().to_owned(), event.encode()));
@@ -719,7 +716,7 @@ impl Projection for DialogueHealth {
                     purposes: e.purposes.iter().map(|p| purpose_name(*p)).collect(),
                     ..SessionDoc::default()
                 };
-                let key = format!("{tenant}/{}", e.session_id);
+                let key = [tenant, &e.session_id].join("/");
                 documents.put(SESSION_STATES, &key, SessionState::Scheduled(state))
             }
             Event::SessionRescheduled(e) => Self::session(documents, tenant, &e.session_id, |s| {
@@ -757,12 +754,12 @@ impl Projection for DialogueHealth {
                         tags: e.tags.iter().map(|t| normalise(t)).collect(),
                     },
                 };
-                let key = format!("{tenant}/{}", e.insight_id);
+                let key = [tenant, &e.insight_id].join("/");
                 documents.create(THEME_SOURCES, &key, source)?;
                 Self::theme(documents, tenant, &e.insight_id, |_| {})
             }
             Event::SurveyResultRecorded(e) => {
-                let key = format!("{tenant}/{}/{}/{}", e.org_unit_id, e.period, e.metric);
+                let key = [tenant, &e.org_unit_id, &e.period, &e.metric].join("/");
                 let survey = SurveyDoc {
                     score: e.score,
                     respondents: e.respondent_count,

@@ -168,7 +168,7 @@ impl Staffing {
         insight: &str,
         change: impl FnOnce(&mut Source),
     ) -> Result<(), Error> {
-        let source_key = format!("{tenant}/{insight}");
+        let source_key = [tenant, insight].join("/");
         let Some(mut source) = documents.get::<Source>(SOURCES, &source_key)? else {
             return Ok(());
         };
@@ -176,9 +176,9 @@ impl Staffing {
         change(&mut source);
         let shared = source.sharing.allows(pb::SharingScope::Staffing);
         let subject = source.subject.clone();
-        let served_key = format!("{tenant}/{subject}/{insight}");
+        let served_key = [tenant, &subject, insight].join("/");
         for tag in &source.insight.tags {
-            let tag_key = format!("{tenant}/{}/{subject}/{insight}", key_part(tag));
+            let tag_key = [tenant, &key_part(tag), &subject, insight].join("/");
             let shown = shared.then(|| source.insight.clone());
             serve(documents, TAGS, &tag_key, shown, served)?;
         }
@@ -225,7 +225,7 @@ impl Projection for Staffing {
                         event_ids: vec![id],
                     },
                 };
-                documents.create(SOURCES, &format!("{tenant}/{}", e.insight_id), source)?;
+                documents.create(SOURCES, &[tenant, &e.insight_id].join("/"), source)?;
                 Self::sync(documents, tenant, &e.insight_id, |_| {})
             }
             event => match Sharing::changed_insight(event) {
