@@ -122,3 +122,23 @@ pub(crate) fn last_sequence(connection: &Connection) -> rusqlite::Result<u64> {
         })?;
     Ok(last as u64)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `.cargo/config.toml` builds SQLite without the locks that every connection of the
+    /// process shared: a build without it (cargo run from elsewhere, a changed flag) fails here.
+    #[test]
+    fn sqlite_is_built_without_process_wide_locks() {
+        let connection = Connection::open_in_memory().unwrap();
+        let mut statement = connection.prepare("PRAGMA compile_options").unwrap();
+        let options: Vec<String> = (statement.query_map([], |row| row.get(0)).unwrap())
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let built_with = |option: &str| options.iter().any(|o| o == option);
+        assert!(built_with("DEFAULT_MEMSTATUS=0"), "{options:?}");
+        assert!(built_with("OMIT_SHARED_CACHE"), "{options:?}");
+        assert!(!built_with("ENABLE_MEMORY_MANAGEMENT"), "{options:?}");
+    }
+}
