@@ -675,11 +675,7 @@ impl Projection for EvaluationBriefs {
             Event::ActionItemAgreed(e) => {
                 let item = [e.session_id.as_str(), &e.item_id].join("/");
                 let key = filed(tenant, &e.owner_id, &month_of(at), &item);
-                documents.put(
-                    ROUTES,
-                    &[tenant, "item", &e.session_id, &e.item_id].join("/"),
-                    key.clone(),
-                )?;
+                documents.put(ROUTES, &[tenant, "item", &item].join("/"), key.clone())?;
                 documents.put(
                     ITEMS,
                     &key,
