@@ -43,6 +43,7 @@ macro_rules! conformance_tests {
             subscription_catches_up_then_goes_live,
             subscriptions_resume_after_a_position,
             slow_subscriber_is_served_from_storage,
+            long_log_is_followed_page_by_page_while_it_grows,
             large_payloads_near_the_limit,
         );
     };
@@ -788,6 +789,54 @@ pub async fn slow_subscriber_is_served_from_storage<S: EventStore>(store: Arc<S>
     }
     assert_quiet(&mut subscription).await;
     assert_eq!(seen, read_everything(&*store).await);
+}
+
+/// Subscribers far behind a log of many pages (more than a backend keeps in memory) that grows
+/// while they read; one gives up midway and the store serves on.
+pub async fn long_log_is_followed_page_by_page_while_it_grows<S: EventStore>(store: Arc<S>) {
+    const BATCHES: usize = 24;
+    const BATCH: usize = 500;
+    const LATER: usize = 20;
+    let streams = [stream("long-a"), stream("long-b"), stream("long-c")];
+    for i in 0..BATCHES {
+        let batch = events(&format!("b{i}"), BATCH);
+        append(&*store, &streams[i % 3], ExpectedVersion::Any, &batch)
+            .await
+            .unwrap();
+    }
+    let mut everything = store.subscribe_all(None);
+    let mut one_stream = store.subscribe_stream(&streams[1], None);
+    let mut given_up = store.subscribe_all(None);
+    for _ in 0..1_500 {
+        next_event(&mut given_up).await;
+    }
+    drop(given_up);
+    // The log grows when the subscriber has nearly read it: it must read on past where the log
+    // ended when it began its last page.
+    let before = BATCHES * BATCH;
+    let mut seen = Vec::with_capacity(before + LATER * 100);
+    while seen.len() < before - 2 * BATCH {
+        seen.push(next_event(&mut everything).await);
+    }
+    for i in 0..LATER {
+        let batch = events(&format!("later{i}"), 100);
+        append(&*store, &streams[i % 3], ExpectedVersion::Any, &batch)
+            .await
+            .unwrap();
+    }
+    while seen.len() < before + LATER * 100 {
+        seen.push(next_event(&mut everything).await);
+    }
+    assert_quiet(&mut everything).await;
+    let log = read_everything(&*store).await;
+    assert_eq!(seen.len(), log.len(), "the subscription missed events");
+    assert!(seen == log, "the subscription differs from the log");
+
+    let of_stream: Vec<_> = log.iter().filter(|e| e.stream == streams[1]).collect();
+    for expected in of_stream {
+        assert_eq!(&next_event(&mut one_stream).await, expected);
+    }
+    assert_quiet(&mut one_stream).await;
 }
 
 pub async fn large_payloads_near_the_limit<S: EventStore>(store: Arc<S>) {
