@@ -169,17 +169,37 @@ async fn append_batches(
     }
 }
 
+/// Streams whose persons a [`Whose`] keeps at most (a few MiB): a replay of a long history, or a
+/// subscription that runs for months, meets millions of streams, and the server's memory must
+/// not grow with them.
+const STREAMS_KEPT: usize = 65_536;
+
 /// Whose data a sequence of events is, by the aggregate each belongs to: a person's own stream,
-/// a session's participants, an insight's subject, a goal's owner. Remembers what it has seen,
-/// so a replay of the whole log looks nothing up and reports each person once.
-#[derive(Debug, Default)]
+/// a session's participants, an insight's subject, a goal's owner. Remembers the streams it has
+/// seen, up to a bound, so a replay looks up little, and reports each person once.
+#[derive(Debug)]
 pub struct Whose {
-    /// Persons of each aggregate stream seen.
+    /// Persons of each aggregate stream seen since the map was last full.
     streams: HashMap<String, Vec<String>>,
+    kept: usize,
     reported: HashSet<String>,
 }
 
+impl Default for Whose {
+    fn default() -> Self {
+        Self::keeping(STREAMS_KEPT)
+    }
+}
+
 impl Whose {
+    fn keeping(kept: usize) -> Self {
+        Self {
+            streams: HashMap::new(),
+            kept,
+            reported: HashSet::new(),
+        }
+    }
+
     /// The persons `event`'s data is about that were not reported before.
     pub async fn new_persons(
         &mut self,
@@ -189,6 +209,11 @@ impl Whose {
         let stream = event.stream.as_str();
         if !self.streams.contains_key(stream) {
             let persons = persons_of_stream(store, event).await;
+            // Full, it starts afresh: a stream seen again is looked up again (by its first
+            // event), and its persons, reported once, stay reported.
+            if self.streams.len() == self.kept {
+                self.streams.clear();
+            }
             self.streams.insert(stream.to_owned(), persons);
         }
         self.streams[stream]
@@ -264,6 +289,52 @@ mod tests {
         let stream = StreamName::new(format!("acme/access-{person}")).unwrap();
         let read = StreamRead::Forward { from: 0 };
         store.read_stream(&stream, read, 100).await.unwrap().len()
+    }
+
+    #[tokio::test]
+    async fn whose_keeps_few_streams_and_looks_a_forgotten_one_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        for n in 0..4 {
+            let scheduled = Event::SessionScheduled(pb::SessionScheduled {
+                session_id: format!("s-{n}"),
+                member_id: format!("m-{n}"),
+                partner_id: format!("p-{n}"),
+                ..Default::default()
+            });
+            let events = (0..2)
+                .map(|_| NewEvent {
+                    id: Uuid::new_v4(),
+                    event_type: scheduled.type_name().into(),
+                    payload: scheduled.encode().into(),
+                    metadata: Metadata::default(),
+                })
+                .collect();
+            let stream = StreamName::new(format!("acme/session-s-{n}")).unwrap();
+            store
+                .append(&stream, ExpectedVersion::NoStream, events)
+                .await
+                .unwrap();
+        }
+        let log = (store.read_all(ledger_store::AllRead::Forward { after: None }, 100))
+            .await
+            .unwrap();
+        let event = |n: usize, revision: usize| &log[2 * n + revision];
+        let mut whose = Whose::keeping(2);
+        let mut reported = Vec::new();
+        // Each session's first event, then the first session's second: by then forgotten.
+        for seen in [event(0, 0), event(1, 0), event(2, 0), event(0, 1)] {
+            reported.push(whose.new_persons(&store, seen).await);
+            assert!(
+                whose.streams.len() <= 2,
+                "{} streams kept",
+                whose.streams.len()
+            );
+        }
+        let pair = |n: usize| vec![format!("m-{n}"), format!("p-{n}")];
+        assert_eq!(reported, [pair(0), pair(1), pair(2), vec![]]);
+        // A stream met first at its second event is looked up in the log.
+        assert_eq!(whose.new_persons(&store, event(3, 1)).await, pair(3));
     }
 
     #[tokio::test]
