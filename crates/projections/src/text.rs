@@ -19,6 +19,8 @@ pub enum Text {
         stream: String,
         event_id: Uuid,
         field: u32,
+        /// As bytes, not a sequence of numbers: encoded alike (postcard), in one copy.
+        #[serde(with = "serde_bytes")]
         sealed: Vec<u8>,
     },
     /// Its data subject was erased: the text is gone.
@@ -79,5 +81,47 @@ impl Text {
 
     pub fn is_erased(&self) -> bool {
         matches!(self, Self::Erased)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::documents::{decode, encode};
+
+    /// `Text` as the read-model files written before the sealed bytes were encoded as bytes.
+    #[derive(Debug, Serialize, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    enum Before {
+        Clear(String),
+        Sealed {
+            stream: String,
+            event_id: Uuid,
+            field: u32,
+            sealed: Vec<u8>,
+        },
+        Erased,
+    }
+
+    /// Existing files are read as they are (no rebuild): the encoding did not change.
+    #[test]
+    fn sealed_bytes_encode_as_they_did() {
+        let (stream, event_id) = ("acme/goal-g-1".to_owned(), Uuid::from_u128(7));
+        let sealed: Vec<u8> = (0..=255).chain(0..40).collect();
+        let before = Before::Sealed {
+            stream: stream.clone(),
+            event_id,
+            field: 2,
+            sealed: sealed.clone(),
+        };
+        let now = Text::Sealed {
+            stream,
+            event_id,
+            field: 2,
+            sealed,
+        };
+        let written = encode(&before).unwrap();
+        assert_eq!(encode(&now).unwrap(), written);
+        assert_eq!(decode::<Text>(&written).unwrap(), now);
     }
 }
