@@ -255,7 +255,7 @@ fn goal_story(goal: u64) -> impl Iterator<Item = Event> {
         period: "2026-H2".into(),
         kind: pb::GoalKind::Growth.into(),
         // Sealed, as the server stores personal text: a key id, a nonce, and the ciphertext of
-        // the title, description and key results' text with its tag.
+        // the goal's personal text with its tag.
         sealed: Some(pb::Sealed {
             key_id: uuid::Uuid::from_u128(u128::from(goal % 1000)).to_string(),
             nonce: vec![7; 24],
