@@ -1,6 +1,7 @@
 //! The load generator against a server it starts: the organisation is set up, every command of
 //! the mix is acknowledged, queries and the subscription get answers, and the JSON report says so;
-//! and on a history `fill` wrote, which the run waits for the projections to fold.
+//! and on a history `fill` wrote, which the run waits for the projections to fold; and the gRPC
+//! baseline's health checks.
 
 use std::path::Path;
 use std::process::Command;
@@ -118,4 +119,34 @@ fn a_run_on_a_filled_history_waits_for_the_projections_to_fold_it() {
     // The server ran on the given directory (kept), not a temporary one.
     let read_models = std::fs::read_dir(data_dir.join("readmodels")).unwrap();
     assert!(read_models.count() > 0, "no read models beside the history");
+}
+
+/// The transport's baseline calls the server it starts and reports what the calls cost each side.
+#[test]
+fn the_grpc_baseline_reports_the_calls_and_what_each_side_spent() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("grpc.json");
+    let output = Command::new(load_binary())
+        .args(["grpc-baseline", "--clients", "2", "--seconds", "1"])
+        .arg("--server-binary")
+        .arg(server_binary())
+        .arg("--json")
+        .arg(&report)
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{printed}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let figures: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let calls = figures["calls"].as_u64().unwrap();
+    assert!(calls > 0, "{figures}");
+    assert_eq!(figures["latency"]["count"].as_u64(), Some(calls));
+    assert!(figures["server_cpu_micros_per_call"].as_f64().unwrap() > 0.0);
+    assert!(figures["load_cpu_micros_per_call"].as_f64().unwrap() > 0.0);
+    assert!(printed.contains("calls/s"), "{printed}");
+    assert!(printed.contains("µs per call"), "{printed}");
 }

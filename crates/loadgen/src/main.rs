@@ -7,10 +7,12 @@
 //! starts the server on it: the same run then measures the server with that history.
 //!
 //! `ledger-load pg-baseline` runs the comparison: a plain PostgreSQL table, one INSERT per event
-//! with a version check, at the same concurrency.
+//! with a version check, at the same concurrency. `ledger-load grpc-baseline` measures what the
+//! gRPC transport alone allows: health checks through the same server stack, no command work.
 
 mod baseline;
 mod fill;
+mod grpc_baseline;
 mod mix;
 mod report;
 mod server;
@@ -47,6 +49,19 @@ enum Command {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// Health checks through the server's whole gRPC stack from the same clients, no command
+    /// work: what the transport alone allows on this machine.
+    GrpcBaseline {
+        #[command(flatten)]
+        server: ServerOptions,
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Writes the figures as JSON here too.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Writes a synthetic history straight into a data directory's embedded event store (no
     /// server may run on it), for a run with `--server-data-dir`.
     Fill {
@@ -62,8 +77,9 @@ enum Command {
     },
 }
 
+/// The server under load: one the run starts, or one already running.
 #[derive(Debug, clap::Args)]
-pub(crate) struct RunOptions {
+pub(crate) struct ServerOptions {
     /// A running server (`http://127.0.0.1:50051`); without it a fresh server is started on an
     /// embedded store in a temporary directory, and its peak memory reported.
     #[arg(long)]
@@ -79,6 +95,12 @@ pub(crate) struct RunOptions {
     /// The server binary to start (default: `dialogue-ledger` beside this one).
     #[arg(long, conflicts_with = "target")]
     server_binary: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct RunOptions {
+    #[command(flatten)]
+    server: ServerOptions,
     /// Concurrent command clients.
     #[arg(long, default_value_t = 64)]
     clients: usize,
@@ -117,6 +139,19 @@ async fn main() -> anyhow::Result<()> {
             let figures =
                 baseline::run(&url, clients, Duration::from_secs(seconds), payload).await?;
             report::print_baseline(&figures);
+            if let Some(path) = json {
+                std::fs::write(path, serde_json::to_vec_pretty(&figures)?)?;
+            }
+        }
+        Some(Command::GrpcBaseline {
+            server,
+            clients,
+            seconds,
+            json,
+        }) => {
+            let figures =
+                grpc_baseline::run(&server, clients, Duration::from_secs(seconds)).await?;
+            report::print_grpc_baseline(&figures);
             if let Some(path) = json {
                 std::fs::write(path, serde_json::to_vec_pretty(&figures)?)?;
             }

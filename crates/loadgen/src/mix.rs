@@ -378,10 +378,10 @@ async fn story(clients: &mut Clients, org: &Org, m: usize, id: &str, recorder: &
 }
 
 pub(crate) async fn run(options: &RunOptions) -> anyhow::Result<Figures> {
-    let target = Target::open(options).await?;
+    let target = Target::open(&options.server).await?;
     let channel = target.channel().await?;
     // Before the organisation is set up, so that its commands do not slow the catch-up.
-    let caught_up_in = match &options.server_data_dir {
+    let caught_up_in = match &options.server.server_data_dir {
         Some(_) => Some(
             catch_up(
                 ReadModelsClient::new(channel.clone()),

@@ -241,3 +241,36 @@ pub(crate) fn print_baseline(figures: &BaselineFigures) {
     );
     row("INSERT", &figures.latency);
 }
+
+#[derive(Debug, Serialize)]
+pub(crate) struct GrpcBaselineFigures {
+    pub(crate) clients: usize,
+    pub(crate) seconds: f64,
+    pub(crate) calls: u64,
+    pub(crate) calls_per_second: f64,
+    pub(crate) latency: Latency,
+    /// Of a server this run started, as for the command mix.
+    pub(crate) server_cpu_cores: Option<f64>,
+    pub(crate) server_cpu_micros_per_call: Option<f64>,
+    pub(crate) load_cpu_micros_per_call: Option<f64>,
+}
+
+pub(crate) fn print_grpc_baseline(figures: &GrpcBaselineFigures) {
+    println!(
+        "gRPC health checks through the server's stack: {} clients, {:.1} s, {} calls, {:.0} calls/s",
+        figures.clients, figures.seconds, figures.calls, figures.calls_per_second
+    );
+    println!(
+        "{:<22} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "latency (ms)", "count", "p50", "p99", "p99.9", "max"
+    );
+    row("Health/Check", &figures.latency);
+    if let (Some(cores), Some(micros)) =
+        (figures.server_cpu_cores, figures.server_cpu_micros_per_call)
+    {
+        println!("server CPU: {cores:.2} cores busy, {micros:.1} µs per call");
+    }
+    if let Some(micros) = figures.load_cpu_micros_per_call {
+        println!("load generator CPU: {micros:.1} µs per call");
+    }
+}

@@ -12,7 +12,7 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-use crate::RunOptions;
+use crate::ServerOptions;
 
 #[derive(Debug)]
 pub(crate) struct Target {
@@ -27,7 +27,7 @@ pub(crate) struct Target {
 }
 
 impl Target {
-    pub(crate) async fn open(options: &RunOptions) -> anyhow::Result<Self> {
+    pub(crate) async fn open(options: &ServerOptions) -> anyhow::Result<Self> {
         if let Some(endpoint) = &options.target {
             let data_dir = options
                 .data_dir
