@@ -8,9 +8,9 @@ use std::process::Command;
 
 use ledger_e2e::server::{load_binary, server_binary};
 
-/// What a run with `args` reported: its JSON figures and its output (for failure messages).
-/// Fails unless it succeeded without a failed command.
-fn run_load(dir: &Path, args: &[&str]) -> (serde_json::Value, String) {
+/// What a run with `args` (a subcommand's, or the command mix's) reported: its JSON figures and
+/// its output (for failure messages). Fails unless the run succeeded.
+fn run_reported(dir: &Path, args: &[&str]) -> (serde_json::Value, String) {
     let report = dir.join("load.json");
     let output = Command::new(load_binary())
         .args(args)
@@ -28,6 +28,12 @@ fn run_load(dir: &Path, args: &[&str]) -> (serde_json::Value, String) {
     assert!(output.status.success(), "{printed}");
     let figures: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    (figures, printed)
+}
+
+/// A command-mix run's report; fails unless no command failed.
+fn run_load(dir: &Path, args: &[&str]) -> (serde_json::Value, String) {
+    let (figures, printed) = run_reported(dir, args);
     assert_eq!(figures["errors"], serde_json::json!({}), "{printed}");
     (figures, printed)
 }
@@ -125,23 +131,10 @@ fn a_run_on_a_filled_history_waits_for_the_projections_to_fold_it() {
 #[test]
 fn the_grpc_baseline_reports_the_calls_and_what_each_side_spent() {
     let dir = tempfile::tempdir().unwrap();
-    let report = dir.path().join("grpc.json");
-    let output = Command::new(load_binary())
-        .args(["grpc-baseline", "--clients", "2", "--seconds", "1"])
-        .arg("--server-binary")
-        .arg(server_binary())
-        .arg("--json")
-        .arg(&report)
-        .output()
-        .unwrap();
-    let printed = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{printed}\n{}",
-        String::from_utf8_lossy(&output.stderr)
+    let (figures, printed) = run_reported(
+        dir.path(),
+        &["grpc-baseline", "--clients", "2", "--seconds", "1"],
     );
-    let figures: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     let calls = figures["calls"].as_u64().unwrap();
     assert!(calls > 0, "{figures}");
     assert_eq!(figures["latency"]["count"].as_u64(), Some(calls));
