@@ -53,7 +53,10 @@ pub(crate) async fn run(
     let own_cpu = own_cpu_seconds()
         .zip(own_cpu_before)
         .map(|(end, start)| end - start);
-    let per_call = |cpu: f64| cpu * 1e6 / calls.max(1) as f64;
+    let per_call = |cpu: Option<f64>| {
+        cpu.filter(|_| calls > 0)
+            .map(|cpu| cpu * 1e6 / calls as f64)
+    };
     Ok(GrpcBaselineFigures {
         clients,
         seconds,
@@ -61,7 +64,7 @@ pub(crate) async fn run(
         calls_per_second: calls as f64 / seconds,
         latency: Latency::of(&all),
         server_cpu_cores: server_cpu.map(|cpu| cpu / seconds),
-        server_cpu_micros_per_call: server_cpu.map(per_call),
-        load_cpu_micros_per_call: own_cpu.map(per_call),
+        server_cpu_micros_per_call: per_call(server_cpu),
+        load_cpu_micros_per_call: per_call(own_cpu),
     })
 }
