@@ -149,6 +149,14 @@ impl Figures {
     }
 }
 
+/// The heading of the latency rows that [`row`] prints.
+fn header() {
+    println!(
+        "{:<22} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "latency (ms)", "count", "p50", "p99", "p99.9", "max"
+    );
+}
+
 fn row(what: &str, latency: &Latency) {
     println!(
         "{what:<22} {:>9} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
@@ -165,10 +173,7 @@ pub(crate) fn print(figures: &Figures) {
         figures.commands,
         figures.commands_per_second
     );
-    println!(
-        "{:<22} {:>9} {:>9} {:>9} {:>9} {:>9}",
-        "latency (ms)", "count", "p50", "p99", "p99.9", "max"
-    );
+    header();
     row("all commands", &figures.all_commands);
     for (what, latency) in &figures.by_command {
         row(what, latency);
@@ -235,10 +240,7 @@ pub(crate) fn print_baseline(figures: &BaselineFigures) {
         figures.events_per_second,
         figures.conflicts
     );
-    println!(
-        "{:<22} {:>9} {:>9} {:>9} {:>9} {:>9}",
-        "latency (ms)", "count", "p50", "p99", "p99.9", "max"
-    );
+    header();
     row("INSERT", &figures.latency);
 }
 
@@ -260,10 +262,7 @@ pub(crate) fn print_grpc_baseline(figures: &GrpcBaselineFigures) {
         "gRPC health checks through the server's stack: {} clients, {:.1} s, {} calls, {:.0} calls/s",
         figures.clients, figures.seconds, figures.calls, figures.calls_per_second
     );
-    println!(
-        "{:<22} {:>9} {:>9} {:>9} {:>9} {:>9}",
-        "latency (ms)", "count", "p50", "p99", "p99.9", "max"
-    );
+    header();
     row("Health/Check", &figures.latency);
     if let (Some(cores), Some(micros)) =
         (figures.server_cpu_cores, figures.server_cpu_micros_per_call)
