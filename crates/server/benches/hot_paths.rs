@@ -238,7 +238,6 @@ fn fold_and_encode() {
             _ => None,
         })
         .collect();
-    let goals = &goals;
     measure("goal document decoded", goals.len() as u64 * 10, |i| {
         let body = goals[i as usize % goals.len()];
         black_box(decode::<GoalDoc>(body).unwrap());
